@@ -1,0 +1,47 @@
+# One entry point for people and CI. `make serve` on a fresh machine sets everything up
+# and serves the default model; `make test` runs the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch/torchvision are pinned here, not in pyproject: on the project's machines these
+# exact releases come from local disk. Elsewhere, override, e.g. a CPU-only build:
+#   make TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+ORT_EXTRA ?= cpu
+MODEL ?= resnet50
+REPOSITORY ?= models
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install serve model test lint bench loadtest clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install $(TORCH_SPEC)
+	$(BIN)/python -m pip install -e ".[$(ORT_EXTRA),export,test,load]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Pretrained weights when they can be had (torch hub cache or download); otherwise
+# random weights, loudly: a warning, and "random (untrained)" in every response.
+$(REPOSITORY)/$(MODEL)/config.json: | $(VENV)/.installed
+	$(BIN)/resnet-serve export $(MODEL) --weights DEFAULT --allow-random-fallback --repository $(REPOSITORY)
+
+model: $(REPOSITORY)/$(MODEL)/config.json
+
+serve: install model
+	$(BIN)/resnet-serve serve --repository $(REPOSITORY) --host $(HOST) --port $(PORT)
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check service
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,302 @@
+"""The dynamic batcher: one per served model version.
+
+How a batch forms (no fixed wait, so no added latency at low load):
+
+* The worker takes everything queued the moment the engine is free, up to
+  ``max_batch_size``. Under load, images pile up while the previous batch runs, so
+  batches grow by themselves; a lone request runs at once.
+* ``max_queue_delay_ms`` tops a batch up only while other images of this model are
+  still being decoded (they hold a reservation, see below): then waiting a moment is
+  known to pay. When nothing is on its way, the worker never waits.
+
+Admission: a request first *reserves* queue room for its images, before any decoding,
+so an overloaded server refuses in microseconds (503 + Retry-After) instead of spending
+CPU on images it cannot run. Reserved + queued images never exceed ``max_queue_size``.
+
+Every future is answered: with logits, with :class:`DeadlineExceeded` if it waited past
+its deadline (its image is then not run), with :class:`EngineError` if the batch failed,
+or with :class:`ModelUnavailable` when the service stops before it could run.
+Only the worker takes items from the queue (one owner, no locks: all of this runs on the
+event loop; only ``engine.run`` runs in the model's own engine thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+
+import numpy as np
+import numpy.typing as npt
+
+from service.engines.base import Engine
+from service.errors import DeadlineExceeded, EngineError, ModelUnavailable, Overloaded
+from service.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """One image's logits and what its batch cost, for the response's timings."""
+
+    logits: npt.NDArray[np.float32]
+    queue_s: float
+    inference_s: float
+    batch_size: int
+
+
+@dataclass(eq=False)
+class _Item:
+    tensor: npt.NDArray[np.float32]
+    future: asyncio.Future[ItemResult]
+    enqueued_at: float
+    deadline: float
+
+
+@dataclass
+class BatcherConfig:
+    max_batch_size: int
+    max_queue_delay_ms: float
+    max_queue_size: int
+
+
+class _Observer:
+    """The batcher's metric children, resolved once instead of on every observation."""
+
+    def __init__(self, metrics: Metrics, labels: tuple[str, str]) -> None:
+        self.queue_wait = metrics.queue_wait.labels(*labels)
+        self.inference = metrics.inference_duration.labels(*labels)
+        self.batch_size = metrics.batch_size.labels(*labels)
+        self.queue_depth = metrics.queue_depth.labels(*labels)
+
+
+class Reservation:
+    """Queue room held for one request's images while they are decoded."""
+
+    def __init__(self, batcher: Batcher, count: int) -> None:
+        self._batcher = batcher
+        self.count = count
+        self._open = True
+
+    async def submit(
+        self, tensors: Sequence[npt.NDArray[np.float32]], deadline: float
+    ) -> list[ItemResult]:
+        """Queue the decoded images and wait for their results, in order."""
+        if len(tensors) != self.count:
+            raise ValueError(f"reserved {self.count} images, submitted {len(tensors)}")
+        self._close()
+        return await self._batcher._enqueue(tensors, deadline)
+
+    def _close(self) -> None:
+        if self._open:
+            self._open = False
+            self._batcher._release(self.count)
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close()
+
+
+class Batcher:
+    """Groups images of one model version into engine batches."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        config: BatcherConfig,
+        metrics: Metrics,
+        labels: tuple[str, str],
+    ) -> None:
+        self.engine = engine
+        self.config = config
+        self._observe = _Observer(metrics, labels)
+        self._name = f"{labels[0]}:{labels[1]}"
+        self._pending: deque[_Item] = deque()
+        self._reserved = 0
+        self._arrived = asyncio.Event()
+        self._closing = False
+        self._worker: asyncio.Task[None] | None = None
+        # One thread per model: the engine is never entered concurrently, and a slow
+        # model cannot starve another one's batches.
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"engine-{self._name}"
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._run(), name=f"batcher-{self._name}")
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        """Refuse new work, let queued work finish (bounded), answer whatever is left."""
+        self._closing = True
+        self._arrived.set()
+        if self._worker is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._worker), drain_timeout_s)
+            except asyncio.TimeoutError:
+                logger.error("%s: drain timed out after %.1fs", self._name, drain_timeout_s)
+                self._worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._worker
+        self._fail_pending(ModelUnavailable("the server is shutting down; retry elsewhere"))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    @property
+    def accepting(self) -> bool:
+        return not self._closing
+
+    # -- admission ---------------------------------------------------------------------
+    def reserve(self, count: int) -> Reservation:
+        """Hold room for ``count`` images or refuse at once."""
+        if self._closing:
+            raise ModelUnavailable("the server is shutting down; retry elsewhere")
+        used = self._reserved + len(self._pending)
+        if used + count > self.config.max_queue_size:
+            raise Overloaded(
+                f"model {self._name} has {used} images queued; its queue holds "
+                f"{self.config.max_queue_size}. Retry shortly.",
+                queued=used,
+                max_queue_size=self.config.max_queue_size,
+            )
+        self._reserved += count
+        return Reservation(self, count)
+
+    def _release(self, count: int) -> None:
+        self._reserved -= count
+        self._arrived.set()  # a topping-up worker need not wait for these any more
+
+    async def _enqueue(
+        self, tensors: Sequence[npt.NDArray[np.float32]], deadline: float
+    ) -> list[ItemResult]:
+        if self._closing and self._worker is None:
+            raise ModelUnavailable("the server is shutting down; retry elsewhere")
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        items = [_Item(t, loop.create_future(), now, deadline) for t in tensors]
+        self._pending.extend(items)
+        self._observe.queue_depth.set(len(self._pending))
+        self._arrived.set()
+        try:
+            return list(await asyncio.gather(*(i.future for i in items)))
+        finally:
+            # One image failed (or the caller went away): do not run the others.
+            for item in items:
+                if not item.future.done():
+                    item.future.cancel()
+
+    # -- the worker --------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            if batch is None:
+                return
+            await self._process(batch)
+
+    async def _next_batch(self) -> list[_Item] | None:
+        """Wait for work; None once closing and everything accepted has been run."""
+        while not self._pending:
+            if self._closing and self._reserved == 0:
+                return None
+            self._arrived.clear()
+            await self._arrived.wait()
+        limit = self.config.max_batch_size
+        batch = self._take(limit)
+        delay_s = self.config.max_queue_delay_ms / 1000.0
+        if delay_s > 0 and len(batch) < limit and self._reserved > 0:
+            until = time.monotonic() + delay_s
+            while len(batch) < limit:
+                if self._pending:
+                    batch.extend(self._take(limit - len(batch)))
+                    continue
+                remaining = until - time.monotonic()
+                if self._reserved == 0 or remaining <= 0:
+                    break
+                self._arrived.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+        self._observe.queue_depth.set(len(self._pending))
+        return batch
+
+    def _take(self, count: int) -> list[_Item]:
+        taken: list[_Item] = []
+        while self._pending and len(taken) < count:
+            item = self._pending.popleft()
+            if not item.future.done():  # skip items whose request already failed
+                taken.append(item)
+        return taken
+
+    async def _process(self, batch: list[_Item]) -> None:
+        started = time.monotonic()
+        runnable: list[_Item] = []
+        for item in batch:
+            if item.future.done():
+                continue
+            if item.deadline <= started:
+                item.future.set_exception(
+                    DeadlineExceeded(
+                        f"the request waited {started - item.enqueued_at:.3f}s in the queue, "
+                        "past its deadline; its images were not run"
+                    )
+                )
+                continue
+            runnable.append(item)
+        if not runnable:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            for item in runnable:
+                self._observe.queue_wait.observe(started - item.enqueued_at)
+            stacked = np.stack([item.tensor for item in runnable])
+            run_started = time.monotonic()
+            logits = await loop.run_in_executor(self._executor, self.engine.run, stacked)
+            if logits.shape[0] != len(runnable):
+                raise RuntimeError(
+                    f"engine returned {logits.shape[0]} rows for a batch of {len(runnable)}"
+                )
+        except Exception:
+            logger.exception("%s: batch of %d failed", self._name, len(runnable))
+            error = EngineError("the model failed on this batch; the error was logged")
+            for item in runnable:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            return
+        except BaseException:
+            # Cancelled mid-batch (forced shutdown): still answer everyone, then go.
+            for item in runnable:
+                if not item.future.done():
+                    item.future.set_exception(ModelUnavailable("the server is shutting down"))
+            raise
+        inference_s = time.monotonic() - run_started
+        self._observe.inference.observe(inference_s)
+        self._observe.batch_size.observe(len(runnable))
+        for item, row in zip(runnable, logits, strict=True):
+            if not item.future.done():
+                item.future.set_result(
+                    ItemResult(row, started - item.enqueued_at, inference_s, len(runnable))
+                )
+
+    def _fail_pending(self, error: Exception) -> None:
+        while self._pending:
+            item = self._pending.popleft()
+            if not item.future.done():
+                item.future.set_exception(error)
+        self._observe.queue_depth.set(0)

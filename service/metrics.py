@@ -1,0 +1,118 @@
+"""Every Prometheus metric of the service, defined once.
+
+Each app gets its own :class:`Metrics` on its own registry, so two apps in one process
+(tests) never collide and nothing is registered at import time. Call sites only observe.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PREFIX = "resnet_serve"
+
+#: Latencies from ~1 ms (a 32x32 CIFAR batch) to 10 s (a large batch on a loaded CPU or
+#: a request stuck behind a deep queue); dense between 5 and 250 ms where ResNet-50 on
+#: CPU and GPU lives, so p50/p95/p99 interpolate well.
+LATENCY_BUCKETS_S = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.035,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.35,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.5,
+    5.0,
+    10.0,
+)
+#: Powers of two, the batch sizes engines are warmed up and usually tuned for.
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+MODEL_LABELS = ("model", "version")
+
+
+class Metrics:
+    """The service's metrics on one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            f"{PREFIX}_requests",
+            "Classification requests answered, by HTTP status code.",
+            (*MODEL_LABELS, "code"),
+            registry=r,
+        )
+        self.images = Counter(
+            f"{PREFIX}_images", "Images classified successfully.", MODEL_LABELS, registry=r
+        )
+        self.request_duration = Histogram(
+            f"{PREFIX}_request_duration_seconds",
+            "End-to-end time of a /classify request, body read to response ready.",
+            MODEL_LABELS,
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.preprocess_duration = Histogram(
+            f"{PREFIX}_preprocess_duration_seconds",
+            "Decode + resize + normalise time of one image (in the decode pool).",
+            MODEL_LABELS,
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            f"{PREFIX}_queue_wait_seconds",
+            "Time an image waited in the batch queue before its batch started.",
+            MODEL_LABELS,
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.inference_duration = Histogram(
+            f"{PREFIX}_inference_duration_seconds",
+            "Engine time of one batch.",
+            MODEL_LABELS,
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            f"{PREFIX}_batch_size",
+            "Images per engine batch.",
+            MODEL_LABELS,
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            f"{PREFIX}_queue_depth",
+            "Images waiting in the batch queue.",
+            MODEL_LABELS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            f"{PREFIX}_in_flight_requests",
+            "Requests accepted and not yet answered.",
+            MODEL_LABELS,
+            registry=r,
+        )
+        self.model_info = Gauge(
+            f"{PREFIX}_model_info",
+            "Served model versions (value 1) and how they run.",
+            (*MODEL_LABELS, "engine", "provider", "weights", "precision"),
+            registry=r,
+        )
+        self.model_ready = Gauge(
+            f"{PREFIX}_model_ready",
+            "1 when the model version is loaded, warmed up and serving.",
+            MODEL_LABELS,
+            registry=r,
+        )

@@ -1,0 +1,110 @@
+"""Every service setting, in one place.
+
+Read from ``RESNET_SERVE_*`` environment variables, an optional ``.env``-style settings
+file (``RESNET_SERVE_SETTINGS_FILE``) and CLI flags (which win). Nothing reads the
+environment at import time: :func:`load_settings` is called by the CLI or the test, and
+the result is passed down, so two apps in one process can differ.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "RESNET_SERVE_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    # --- network -------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address to bind; use 0.0.0.0 only in a container.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+
+    # --- models --------------------------------------------------------------------
+    repository: Path = Field(Path("models"), description="Model repository folder.")
+    default_model: str | None = Field(
+        None, description="Model used when a request names none (default: first by name)."
+    )
+    engine: Literal["onnxruntime", "torchscript"] | None = Field(
+        None,
+        description="Force this engine for every model that has its artifact "
+        "(overrides the model configs).",
+    )
+    providers: str | None = Field(
+        None,
+        description="Comma-separated ONNX Runtime execution providers in preference order "
+        "(overrides configs), e.g. 'CPUExecutionProvider'.",
+    )
+    intra_op_threads: int = Field(
+        0, ge=0, description="Threads per engine for one batch (0: number of cores)."
+    )
+    decode_threads: int = Field(
+        0, ge=0, description="Threads decoding and resizing images (0: number of cores)."
+    )
+    trt_cache_dir: Path = Field(
+        Path(".cache/tensorrt"), description="TensorRT engine cache folder (GPU only)."
+    )
+    warmup: bool = Field(True, description="Run each model once per batch size before ready.")
+
+    # --- batching ------------------------------------------------------------------
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Most images run in one batch.")
+    max_queue_delay_ms: float = Field(
+        2.0,
+        ge=0,
+        le=1000,
+        description="Longest a batch waits for images still being decoded; never waits "
+        "when nothing else is arriving.",
+    )
+    max_queue_size: int = Field(
+        256, ge=1, description="Images queued or being decoded per model before 503."
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="Deadline of a request; past it, queued images are not run (504)."
+    )
+
+    # --- limits --------------------------------------------------------------------
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="Largest request body, enforced while streaming."
+    )
+    max_images_per_request: int = Field(64, ge=1, description="Most images in one request.")
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Largest width*height accepted, checked before decoding."
+    )
+    max_aspect_ratio: float = Field(
+        100.0, ge=1, description="Largest long/short side ratio accepted (e.g. 4000x2 is 2000)."
+    )
+    max_top_k: int = Field(100, ge=1, description="Largest top_k a client may ask for.")
+    drain_timeout_s: float = Field(
+        20.0, ge=0, description="On SIGTERM, how long accepted requests may take to finish."
+    )
+
+    # --- security ------------------------------------------------------------------
+    api_key: str | None = Field(
+        None,
+        description="If set, /classify and /models need header 'X-API-Key' with this value.",
+    )
+    cors_origins: str = Field(
+        "", description="Comma-separated allowed CORS origins (off if empty)."
+    )
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def provider_list(self) -> tuple[str, ...] | None:
+        if not self.providers:
+            return None
+        return tuple(p.strip() for p in self.providers.split(",") if p.strip())
+
+    def effective_decode_threads(self) -> int:
+        return self.decode_threads or (os.cpu_count() or 1)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Environment (and settings file) first, then explicit overrides such as CLI flags."""
+    settings_file = os.environ.get(f"{ENV_PREFIX}SETTINGS_FILE")
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(_env_file=settings_file, **clean)  # type: ignore[call-arg]
