@@ -1,0 +1,45 @@
+"""Settings come from the environment, a settings file, then CLI flags (which win)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.cli import build_parser
+from service.settings import Settings, load_settings
+
+
+def test_environment_and_settings_file_and_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings_file = tmp_path / "serve.env"
+    settings_file.write_text("RESNET_SERVE_MAX_BATCH_SIZE=8\nRESNET_SERVE_PORT=9001\n")
+    monkeypatch.setenv("RESNET_SERVE_SETTINGS_FILE", str(settings_file))
+    monkeypatch.setenv("RESNET_SERVE_PORT", "9002")  # environment beats the file
+    settings = load_settings(max_queue_size=7, host=None)  # None means "flag not given"
+    assert settings.max_batch_size == 8
+    assert settings.port == 9002
+    assert settings.max_queue_size == 7
+    assert settings.host == "127.0.0.1"
+
+
+def test_invalid_value_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESNET_SERVE_MAX_BATCH_SIZE", "0")
+    with pytest.raises(ValueError, match="max_batch_size"):
+        load_settings()
+
+
+def test_serve_help_documents_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    text = capsys.readouterr().out
+    for name in Settings.model_fields:
+        assert f"--{name.replace('_', '-')}" in text
+        assert f"RESNET_SERVE_{name.upper()}" in text
+
+
+def test_readme_configuration_table_lists_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [n for n in Settings.model_fields if f"`{n.upper()}`" not in readme]
+    assert not missing, f"README configuration table lacks {missing}"
