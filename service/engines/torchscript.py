@@ -1,0 +1,88 @@
+"""TorchScript engine: runs ``model.pt`` with libtorch, on CPU or one CUDA device.
+
+The artifact is stored unfrozen; it is frozen here after being moved to its device and
+precision (see :mod:`service.export.torchscript_export` for why). ``run`` holds no lock:
+the batcher calls it from one thread per model, and libtorch releases the GIL inside
+the forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from service.engines.base import Batch, Logits
+from service.export.torchscript_export import load_frozen
+
+logger = logging.getLogger(__name__)
+
+
+def choose_device(device: str) -> torch.device:
+    """Map "auto" to the current CUDA device when there is one, else CPU.
+
+    An explicit "cuda" without CUDA is an error: the user asked for a GPU and would
+    otherwise get a far slower CPU without noticing.
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"device {device!r} asked for, but torch {torch.__version__} sees no CUDA device"
+            )
+        chosen = torch.device(device)
+        return chosen if chosen.index is not None else torch.device("cuda", 0)
+    if device != "cpu":
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    return torch.device("cpu")
+
+
+class TorchScriptEngine:
+    """One frozen TorchScript module on one device."""
+
+    name = "torchscript"
+
+    def __init__(
+        self, artifact: Path, *, device: str = "auto", threads: int = 0, fp16: bool = False
+    ) -> None:
+        if threads > 0:
+            # Process-wide in libtorch (one intra-op pool), so the last engine to start
+            # wins; the service passes one value for all models.
+            torch.set_num_threads(threads)
+        self._device = choose_device(device)
+        if fp16 and self._device.type != "cuda":
+            # CPU kernels for half are slow or missing; the config documents fp16 as
+            # ignored on CPU, so say it once here rather than fail.
+            logger.warning("%s: fp16 asked for on %s; running fp32", artifact, self._device)
+            fp16 = False
+        self._dtype = torch.float16 if fp16 else torch.float32
+        self._module, self._input_shape = load_frozen(
+            artifact, device=self._device, dtype=self._dtype
+        )
+        self.provider = str(self._device)
+        self.fp16 = fp16
+
+    def run(self, batch: Batch) -> Logits:
+        """Logits as float32 on the host, whatever the device and precision."""
+        with torch.inference_mode():
+            inputs = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+            inputs = inputs.to(self._device, dtype=self._dtype)
+            logits = self._module(inputs)
+            return logits.to("cpu", dtype=torch.float32).numpy()
+
+    def warmup(self, batch_sizes: tuple[int, ...]) -> None:
+        """Two runs per size: TorchScript's profiling executor records shapes on the first
+        forward and compiles an optimised graph on the second; CUDA also picks kernels
+        per shape. Either would otherwise land on a real request."""
+        for size in batch_sizes:
+            batch = np.zeros((size, *self._input_shape), dtype=np.float32)
+            for _ in range(2):
+                self.run(batch)
+
+    def close(self) -> None:
+        del self._module
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
