@@ -167,6 +167,12 @@ class Batcher:
     # -- admission ---------------------------------------------------------------------
     def reserve(self, count: int) -> Reservation:
         """Hold room for ``count`` images or refuse at once."""
+        self.check_room(count)
+        self._reserved += count
+        return Reservation(self, count)
+
+    def check_room(self, count: int = 1) -> None:
+        """Raise unless ``count`` images fit now: lets a route refuse before reading a body."""
         if self._closing:
             raise ModelUnavailable("the server is shutting down; retry elsewhere")
         used = self._reserved + len(self._pending)
@@ -177,8 +183,6 @@ class Batcher:
                 queued=used,
                 max_queue_size=self.config.max_queue_size,
             )
-        self._reserved += count
-        return Reservation(self, count)
 
     def _release(self, count: int) -> None:
         self._reserved -= count
@@ -196,7 +200,18 @@ class Batcher:
         self._observe.queue_depth.set(len(self._pending))
         self._arrived.set()
         try:
-            return list(await asyncio.gather(*(i.future for i in items)))
+            # The deadline is kept even if the batch ahead never ends (a stuck engine):
+            # the client gets its 504 on time and its still-queued images are skipped.
+            return list(
+                await asyncio.wait_for(
+                    asyncio.gather(*(i.future for i in items)), max(deadline - now, 0.0)
+                )
+            )
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded(
+                f"no result within the request's deadline ({deadline - now:.3f}s after "
+                "queueing); images not yet run were dropped"
+            ) from None
         finally:
             # One image failed (or the caller went away): do not run the others.
             for item in items:

@@ -9,6 +9,8 @@ left) before the process exits 0.
 from __future__ import annotations
 
 import logging
+import math
+import signal
 from types import FrameType
 
 import uvicorn
@@ -32,6 +34,11 @@ class DrainingServer(uvicorn.Server):
             logger.info("signal %d: draining (not ready; finishing accepted requests)", sig)
         self._app.state.draining = True
         super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM:
+            # uvicorn re-raises captured signals after a graceful shutdown, so the process
+            # would die of SIGTERM (status -15). A completed drain is a clean exit: 0.
+            captured: list[int] = getattr(self, "_captured_signals", [])
+            captured[:] = [s for s in captured if s != signal.SIGTERM]
 
 
 def run_server(settings: Settings) -> int:
@@ -42,7 +49,8 @@ def run_server(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+        # Never None (that waits forever): drain_timeout_s=0.5 used to become int 0 -> None.
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
         # Request logs carry method, path and status only, never bodies.
         access_log=settings.log_level == "debug",
         server_header=False,

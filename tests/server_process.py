@@ -72,7 +72,8 @@ class ServerProcess:
         raise TimeoutError(f"server not live after {timeout_s}s:\n{self.logs()}")
 
     def logs(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:

@@ -29,10 +29,18 @@ _HTTP_CODES = {
 
 
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None, **details: Any
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    /,
+    **details: Any,
 ) -> JSONResponse:
+    # Positional-only, and code/message win: a detail named "status", "code" or "message"
+    # (e.g. a model's status) can neither clash with the arguments nor hide the code.
+    extra = {k: v for k, v in details.items() if k not in ("code", "message")}
     return JSONResponse(
-        {"error": {"code": code, "message": message, **details}},
+        {"error": {"code": code, "message": message, **extra}},
         status_code=status,
         headers=headers,
     )

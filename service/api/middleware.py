@@ -48,20 +48,30 @@ class BodyLimitMiddleware:
             )
             return
         received = 0
+        refused = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    refused = True
                     raise PayloadTooLarge(
                         f"request body passed {self.max_bytes} bytes, the most accepted",
                         max_body_bytes=self.max_bytes,
                     )
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def closing_send(message: Message) -> None:
+            # After a refused body, close the connection with the 413: otherwise the
+            # server keeps reading (and discarding) whatever the client still streams.
+            if refused and message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, limited_receive, closing_send)
 
 
 class RequestMetricsMiddleware:

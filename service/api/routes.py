@@ -1,6 +1,5 @@
 """Routes. ``/classify`` reads top to bottom: read -> reserve -> decode -> batch -> answer."""
 
-
 import asyncio
 import hmac
 import time
@@ -99,6 +98,7 @@ def build_router(settings: Settings) -> APIRouter:
         request.state.metric_labels = served.labels
         deadline = _deadline(request, settings)
         batcher = served.require_batcher()
+        batcher.check_room()  # a full queue refuses before the body is even read
         in_flight = pool.metrics.in_flight.labels(*served.labels)
         in_flight.inc()
         try:

@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Bounded soak run: mixed valid/invalid load, RSS sampled over time, error counts.
+
+    python scripts/soak.py --repository models --duration-s 600 --concurrency 8 \
+        --out soak.json --csv soak-rss.csv          # starts its own server
+    python scripts/soak.py --url http://127.0.0.1:8000 --pid 1234 --duration-s 600
+
+Every request has an expected answer: valid images 200 (or 503 when the queue is full:
+refused, not accepted), each invalid input its documented 4xx. Anything else, or a
+transport error, is a failure. RSS must level off: the median of the last quarter of
+the run is compared with the median of the second quarter (the first quarter is
+warm-up). Exit status 1 on any failure or growth above --max-growth-mib.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def request_mix(seed: int = 0) -> list[tuple[str, dict[str, object], tuple[int, ...]]]:
+    """(name, httpx.post kwargs, accepted statuses); about a third are invalid."""
+    rng = np.random.default_rng(seed)
+    photo = Image.fromarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))
+    jpeg = encode(photo, "JPEG", quality=85)
+    png = encode(photo.convert("RGBA"), "PNG")
+    bomb = encode(Image.new("1", (8000, 8000)), "PNG")  # tiny file, 64 Mpx header
+    ok = (200, 503)
+
+    def files(name: str, data: bytes) -> dict[str, object]:
+        return {"files": [("file", (name, data))]}
+
+    return [
+        ("jpeg", files("a.jpg", jpeg), ok),
+        ("png-rgba", files("a.png", png), ok),
+        ("webp", files("a.webp", encode(photo, "WEBP")), ok),
+        ("gray", files("g.jpg", encode(photo.convert("L"), "JPEG")), ok),
+        ("two-images", {"files": [("file", ("a.jpg", jpeg)), ("file", ("b.png", png))]}, ok),
+        ("raw-body", {"content": jpeg, "headers": {"content-type": "image/jpeg"}}, ok),
+        ("empty", files("e.jpg", b""), (400,)),
+        ("not-image", files("t.txt", b"plain text " * 50), (415,)),
+        ("truncated", files("t.jpg", jpeg[: len(jpeg) // 3]), (400,)),
+        ("bomb", files("b.png", bomb), (413,)),
+        ("top-k", {**files("a.jpg", jpeg), "params": {"top_k": "x"}}, (422,)),
+        ("unknown-model", {**files("a.jpg", jpeg), "params": {"model": "nope"}}, (404,)),
+    ]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def start_server(repository: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESNET_SERVE_")}
+    env |= {"RESNET_SERVE_REPOSITORY": str(repository), "RESNET_SERVE_PORT": str(port)}
+    env |= {"RESNET_SERVE_HOST": "127.0.0.1", "RESNET_SERVE_MAX_QUEUE_SIZE": "32"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(1200):  # bounded: 120 s
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode}; see {log}")
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.terminate()
+    raise SystemExit(f"server not ready after 120 s; see {log}")
+
+
+def soak(args: argparse.Namespace, url: str, pid: int | None) -> dict[str, object]:
+    mix = request_mix()
+    counts: Counter[str] = Counter()
+    failures: list[str] = []
+    latencies: list[float] = []
+    lock = threading.Lock()
+    started = time.monotonic()
+    until = started + args.duration_s
+    budget = iter(range(args.max_requests))
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(base_url=url, timeout=60) as session:
+            while time.monotonic() < until:
+                with lock:
+                    if next(budget, None) is None:
+                        return
+                name, kwargs, accepted = rng.choice(mix)
+                t0 = time.monotonic()
+                try:
+                    status = session.post("/classify", **kwargs).status_code  # type: ignore[arg-type]
+                except httpx.HTTPError as exc:
+                    status, error = 0, type(exc).__name__
+                else:
+                    error = ""
+                with lock:
+                    counts[f"{name} {status or error}"] += 1
+                    if status == 200:
+                        latencies.append(time.monotonic() - t0)
+                    if status not in accepted:
+                        failures.append(f"{name}: got {status or error}, expected {accepted}")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(args.concurrency)]
+    for thread in threads:
+        thread.start()
+    samples: list[tuple[float, float]] = []
+    while any(t.is_alive() for t in threads):
+        if pid is not None:
+            samples.append((round(time.monotonic() - started, 2), rss_mib(pid)))
+        time.sleep(args.sample_s)
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+
+    report: dict[str, object] = {
+        "url": url,
+        "duration_s": round(elapsed, 1),
+        "concurrency": args.concurrency,
+        "requests": sum(counts.values()),
+        "counts": dict(sorted(counts.items())),
+        "failures": len(failures),
+        "failure_examples": failures[:20],
+        "ok_p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
+        "rss_samples": samples,
+    }
+    if len(samples) >= 8:
+        quarter = len(samples) // 4
+        second = statistics.median(r for _, r in samples[quarter : 2 * quarter])
+        last = statistics.median(r for _, r in samples[-quarter:])
+        report |= {
+            "rss_start_mib": samples[0][1],
+            "rss_second_quarter_median_mib": second,
+            "rss_last_quarter_median_mib": last,
+            "rss_peak_mib": max(r for _, r in samples),
+            "rss_growth_mib": round(last - second, 1),
+        }
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration-s", type=float, default=600.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--url", help="soak a running server (else start one)")
+    parser.add_argument("--pid", type=int, help="server pid for RSS sampling (with --url)")
+    parser.add_argument("--repository", type=Path, default=REPO_ROOT / "models")
+    parser.add_argument("--max-requests", type=int, default=1_000_000)
+    parser.add_argument("--sample-s", type=float, default=1.0)
+    parser.add_argument("--max-growth-mib", type=float, default=64.0)
+    parser.add_argument("--out", type=Path, default=Path("soak.json"))
+    parser.add_argument("--csv", type=Path, help="also write RSS samples as CSV")
+    args = parser.parse_args(argv)
+
+    process = None
+    if args.url:
+        url, pid = args.url.rstrip("/"), args.pid
+    else:
+        process, url = start_server(args.repository, args.out.with_suffix(".server.log"))
+        pid = process.pid
+    try:
+        report = soak(args, url, pid)
+    finally:
+        if process is not None:
+            process.terminate()
+            report_exit = process.wait(timeout=60)
+    if process is not None:
+        report["server_exit_code"] = report_exit
+    growth = report.get("rss_growth_mib")
+    report["ok"] = report["failures"] == 0 and (growth is None or growth <= args.max_growth_mib)
+    args.out.write_text(json.dumps(report, indent=1))
+    if args.csv:
+        with args.csv.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["elapsed_s", "rss_mib"])
+            writer.writerows(report["rss_samples"])  # type: ignore[arg-type]
+    shown = {k: v for k, v in report.items() if k not in ("rss_samples", "counts")}
+    print(json.dumps(shown, indent=1))
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Load well past capacity on the real server, for a bounded time.
+
+Shows: every accepted request answered correctly, rejections (503 + Retry-After) fast,
+client deadlines answered 504, /health/live responsive throughout, and the server's RSS
+back to its steady state afterwards. Figures are printed (``-s``) and written as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.reliability import images
+from tests.reliability.load import Load, percentile, rss_bytes, summary
+from tests.server_process import ServerProcess
+
+LOAD_S = 10.0
+IMAGE = images.encode(images.photo_like(320, 240), "JPEG", quality=90)
+FILES = [("file", ("load.jpg", IMAGE))]
+
+
+def probe_live(url: str, stop: threading.Event, latencies: list[float]) -> None:
+    """GET /health/live every 50 ms until stopped (bounded to 1000 probes)."""
+    for _ in range(1000):
+        if stop.wait(0.05):
+            return
+        started = time.monotonic()
+        response = httpx.get(f"{url}/health/live", timeout=10)
+        assert response.status_code == 200
+        latencies.append(time.monotonic() - started)
+
+
+@pytest.mark.slow
+def test_overload_is_refused_fast_and_accepted_requests_are_answered(
+    start_server, model_repository: Path, tmp_path: Path
+) -> None:
+    srv: ServerProcess = start_server(
+        model_repository, max_batch_size=4, max_queue_size=8, request_timeout_s=10
+    )
+    pid = srv.process.pid
+    alone = httpx.post(f"{srv.url}/classify", files=FILES, timeout=60).json()
+    want = alone["results"][0]["predictions"]
+
+    # Warm-up at the same load shape, so the baseline RSS is the steady state.
+    Load(srv.url, FILES, clients=8, duration_s=3, max_requests=2000).run()
+    time.sleep(1)
+    rss_before = rss_bytes(pid)
+
+    stop_probe, live_latencies = threading.Event(), []
+    prober = threading.Thread(target=probe_live, args=(srv.url, stop_probe, live_latencies))
+    rss_peak = rss_before
+    prober.start()
+    greedy = Load(srv.url, FILES, clients=16, duration_s=LOAD_S, max_requests=20_000)
+    hurried = Load(
+        srv.url,
+        FILES,
+        clients=4,
+        duration_s=LOAD_S,
+        max_requests=2_000,
+        headers={"X-Request-Timeout-Ms": "20"},
+    )
+    runners = [threading.Thread(target=load.run) for load in (greedy, hurried)]
+    for runner in runners:
+        runner.start()
+    while any(r.is_alive() for r in runners):
+        rss_peak = max(rss_peak, rss_bytes(pid))
+        time.sleep(0.2)
+    for runner in runners:
+        runner.join(timeout=180)
+    stop_probe.set()
+    prober.join(timeout=30)
+    time.sleep(2)
+    rss_after = rss_bytes(pid)
+
+    outcomes = greedy.outcomes + hurried.outcomes
+    counts = summary(outcomes)
+    # Nothing but 200, 503 (full queue) and 504 (the hurried clients' deadlines).
+    assert set(counts) <= {"200", "503", "504"}, counts
+    assert counts.get("503", 0) > 0, f"the load never filled the queue: {counts}"
+    assert counts.get("504", 0) > 0, f"no client deadline ever expired: {counts}"
+    for o in outcomes:
+        assert o.body is not None
+        if o.status == 200:
+            got = o.body["results"][0]["predictions"]  # type: ignore[index]
+            assert [p["index"] for p in got] == [p["index"] for p in want]
+            for g, w in zip(got, want, strict=True):
+                assert g["score"] == pytest.approx(w["score"], abs=1e-4)
+        elif o.status == 503:
+            assert o.body["error"]["code"] == "overloaded"  # type: ignore[index]
+            assert o.retry_after is not None and o.retry_after.isdigit()
+        else:
+            assert o.body["error"]["code"] == "deadline_exceeded"  # type: ignore[index]
+
+    ok = [o.latency_s for o in outcomes if o.status == 200]
+    refused = [o.latency_s for o in outcomes if o.status == 503]
+    figures = {
+        "load_s": LOAD_S,
+        "counts": counts,
+        "accepted_p50_ms": percentile(ok, 0.5) * 1000,
+        "accepted_p99_ms": percentile(ok, 0.99) * 1000,
+        "refused_p50_ms": percentile(refused, 0.5) * 1000,
+        "refused_p99_ms": percentile(refused, 0.99) * 1000,
+        "live_probes": len(live_latencies),
+        "live_max_ms": max(live_latencies) * 1000,
+        "rss_before_mib": rss_before / 2**20,
+        "rss_peak_mib": rss_peak / 2**20,
+        "rss_after_mib": rss_after / 2**20,
+    }
+    print("\noverload figures:", json.dumps(figures, indent=1))
+    (tmp_path / "overload.json").write_text(json.dumps(figures, indent=1))
+    # Refusals skip decoding and the queue: faster than answered requests.
+    assert percentile(refused, 0.5) < percentile(ok, 0.5)
+    # Liveness: answered throughout (generous bound on a shared 2-core machine).
+    assert len(live_latencies) >= LOAD_S and max(live_latencies) < 3.0
+    # Memory back to steady state: within 64 MiB of the warmed-up baseline.
+    assert rss_after - rss_before < 64 * 2**20, figures
+    assert srv.process.poll() is None
