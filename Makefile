@@ -21,7 +21,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install $(TORCH_SPEC)
-	$(BIN)/python -m pip install -e ".[$(ORT_EXTRA),export,test,load]"
+	$(BIN)/python -m pip install -e ".[$(ORT_EXTRA),export,quantize,test,load]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -42,6 +42,24 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check service
+
+# Engine limit vs the service over HTTP, one run (< 10 min on 2 cores); writes
+# benchmarks/results/<machine>-<date>.md/.json. E.g. BENCH_ARGS="--quick". docs/BENCHMARKS.md
+BENCH_ARGS ?=
+bench: install
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# Locust, headless, against a running server (local by default; HOST_URL for a deployed
+# one). CSVs go to .cache/loadtest/. E.g. LOCUST_ARGS="--model resnet18 --images-per-request 4"
+HOST_URL ?= http://$(HOST):$(PORT)
+LOCUST_USERS ?= 16
+LOCUST_RATE ?= 4
+LOCUST_TIME ?= 60s
+LOCUST_ARGS ?=
+loadtest: install
+	mkdir -p .cache/loadtest
+	$(BIN)/locust -f loadtest/locustfile.py --headless -u $(LOCUST_USERS) -r $(LOCUST_RATE) \
+		-t $(LOCUST_TIME) --host $(HOST_URL) --csv .cache/loadtest/locust $(LOCUST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -272,4 +272,5 @@ def _model_info(pool: ModelPool, m: ServedModel) -> ModelInfo:
         num_classes=len(m.entry.config.labels),
         max_batch_size=m.max_batch_size,
         parity={k: v.model_dump() for k, v in info.parity.items()},
+        quantization=info.quantization,
     )

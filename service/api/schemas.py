@@ -50,6 +50,9 @@ class ModelInfo(BaseModel):
     num_classes: int
     max_batch_size: int
     parity: dict[str, Any] = Field(default_factory=dict)
+    quantization: dict[str, Any] | None = Field(
+        None, description="How an int8 version was calibrated and how it compares to fp32."
+    )
 
 
 class ModelsResponse(BaseModel):
