@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     decode_threads: int = Field(
         0, ge=0, description="Threads decoding and resizing images (0: number of cores)."
     )
+    intra_op_spinning: bool = Field(
+        False,
+        description="Let ONNX Runtime's idle intra-op threads spin-wait for work. Off: they "
+        "would burn the CPU the decode threads need (see docs/BENCHMARKS.md); on only with "
+        "cores to spare.",
+    )
     trt_cache_dir: Path = Field(
         Path(".cache/tensorrt"), description="TensorRT engine cache folder (GPU only)."
     )
@@ -100,7 +106,12 @@ class Settings(BaseSettings):
         return tuple(p.strip() for p in self.providers.split(",") if p.strip())
 
     def effective_decode_threads(self) -> int:
-        return self.decode_threads or (os.cpu_count() or 1)
+        # The cores this process may run on (taskset, cpusets), not every core of the host.
+        if self.decode_threads:
+            return self.decode_threads
+        if hasattr(os, "sched_getaffinity"):  # Linux
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -39,6 +39,7 @@ def create_engine(config: ModelConfig, version: ModelVersion, settings: Settings
             providers=settings.provider_list() or config.providers,
             device=config.device,
             threads=settings.intra_op_threads,
+            spinning=settings.intra_op_spinning,
             fp16=config.fp16,
             trt_cache_dir=settings.trt_cache_dir / config.name / str(version.info.version),
         )

@@ -58,11 +58,14 @@ class OnnxRuntimeEngine:
         providers: tuple[str, ...] | None = None,
         device: str = "auto",
         threads: int = 0,
+        spinning: bool = True,
         fp16: bool = False,
         trt_cache_dir: Path | None = None,
     ) -> None:
         import onnxruntime as ort  # serving extra; imported here so export needs none
 
+        # No usage telemetry from a server (it also warns on a read-only filesystem).
+        ort.disable_telemetry_events()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Batches already parallelise inside operators; inter-op threads only add
@@ -71,6 +74,9 @@ class OnnxRuntimeEngine:
         options.inter_op_num_threads = 1
         if threads:
             options.intra_op_num_threads = threads
+        # Spinning idle threads keep a core busy between operators and after each run;
+        # in the server the decode threads need that core (docs/BENCHMARKS.md, tuning).
+        options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
         chosen = choose_providers(providers, ort.get_available_providers(), device=device)
         provider_options: list[dict[str, str]] = []
         for provider in chosen:

@@ -1,0 +1,213 @@
+"""The rendered kustomize overlays, read as data.
+
+Schema validation (kubernetes-validate --strict, the ServiceMonitor CRD schema) runs in
+.ci/deploy-check.sh; these tests check that the pieces fit together and fit the service.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.settings import Settings
+from tests.deploy.conftest import K8S, SETTING_VARIABLES, load_yaml
+
+OVERLAYS = ("cpu", "gpu")
+KIND_ORDER = ("ConfigMap", "Service", "Deployment", "PodDisruptionBudget")
+
+
+def by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    kinds: dict[str, dict[str, Any]] = {}
+    for obj in objects:
+        assert obj["kind"] not in kinds, f"two {obj['kind']} objects"
+        kinds[obj["kind"]] = obj
+    return kinds
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request: pytest.FixtureRequest, kustomize: Any) -> dict[str, dict[str, Any]]:
+    return by_kind(kustomize(K8S / "overlays" / request.param))
+
+
+def container(objects: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    (only,) = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def pod_labels(objects: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return objects["Deployment"]["spec"]["template"]["metadata"]["labels"]
+
+
+def quantity(value: str | int) -> float:
+    """CPU and memory quantities: 500m, 2, 1536Mi, 3Gi."""
+    units = {"m": 1e-3, "": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 1e3, "M": 1e6}
+    number, unit = re.fullmatch(r"([\d.]+)([a-zA-Z]*)", str(value)).groups()  # type: ignore[union-attr]
+    return float(number) * units[unit]
+
+
+def test_every_overlay_has_the_expected_objects(rendered: dict[str, dict[str, Any]]) -> None:
+    assert set(rendered) == {*KIND_ORDER, "HorizontalPodAutoscaler", "ServiceMonitor"}
+
+
+def test_probes_ask_the_health_endpoints_on_the_serving_port(
+    rendered: dict[str, dict[str, Any]],
+) -> None:
+    c = container(rendered)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    expected = {"startupProbe": "/health/live", "livenessProbe": "/health/live"}
+    expected["readinessProbe"] = "/health/ready"
+    for probe, path in expected.items():
+        get = c[probe]["httpGet"]
+        assert get["path"] == path, probe
+        assert get["port"] in ports, f"{probe} port {get['port']} is not a container port"
+    settings = rendered["ConfigMap"]["data"]
+    assert ports[c["livenessProbe"]["httpGet"]["port"]] == int(settings["RESNET_SERVE_PORT"])
+    assert settings["RESNET_SERVE_HOST"] == "0.0.0.0", "probes come from outside the pod"
+
+
+def test_grace_period_outlasts_pre_stop_and_drain(rendered: dict[str, dict[str, Any]]) -> None:
+    pod = rendered["Deployment"]["spec"]["template"]["spec"]
+    pre_stop = container(rendered)["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    drain = float(
+        rendered["ConfigMap"]["data"].get(
+            "RESNET_SERVE_DRAIN_TIMEOUT_S", Settings.model_fields["drain_timeout_s"].default
+        )
+    )
+    # The grace period counts from the preStop hook, and the process needs a moment
+    # to exit after the drain.
+    assert pod["terminationGracePeriodSeconds"] >= float(pre_stop[1]) + drain + 5
+
+
+def test_settings_are_real_settings_and_reach_the_container(
+    rendered: dict[str, dict[str, Any]],
+) -> None:
+    config_map = rendered["ConfigMap"]
+    assert set(config_map["data"]) <= SETTING_VARIABLES
+    c = container(rendered)
+    assert {e["name"] for e in c["env"]} <= SETTING_VARIABLES
+    (source,) = c["envFrom"]
+    assert source["configMapRef"]["name"] == config_map["metadata"]["name"]
+    assert config_map["data"]["RESNET_SERVE_REPOSITORY"] == "/models", "where the image has them"
+
+
+def test_thread_counts_follow_the_cpu_limit(rendered: dict[str, dict[str, Any]]) -> None:
+    env = {e["name"]: e for e in container(rendered)["env"]}
+    for name in ("RESNET_SERVE_INTRA_OP_THREADS", "RESNET_SERVE_DECODE_THREADS"):
+        ref = env[name]["valueFrom"]["resourceFieldRef"]
+        assert ref["resource"] == "limits.cpu"
+        assert ref["containerName"] == container(rendered)["name"]
+
+
+def test_selectors_match_the_pods_and_the_service(rendered: dict[str, dict[str, Any]]) -> None:
+    labels = pod_labels(rendered)
+    for kind in ("Deployment", "PodDisruptionBudget"):
+        selector = rendered[kind]["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= labels.items(), kind
+    assert rendered["Service"]["spec"]["selector"].items() <= labels.items()
+
+    monitor = rendered["ServiceMonitor"]["spec"]
+    service_labels = rendered["Service"]["metadata"]["labels"]
+    assert monitor["selector"]["matchLabels"].items() <= service_labels.items()
+    service_ports = {p["name"] for p in rendered["Service"]["spec"]["ports"]}
+    (endpoint,) = monitor["endpoints"]
+    assert endpoint["port"] in service_ports
+    assert endpoint["path"] == "/metrics"
+    target = rendered["Service"]["spec"]["ports"][0]["targetPort"]
+    assert target in {p["name"] for p in container(rendered)["ports"]}
+
+
+def test_scrape_annotations_name_the_metrics_port(rendered: dict[str, dict[str, Any]]) -> None:
+    annotations = rendered["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    ports = [p["containerPort"] for p in container(rendered)["ports"]]
+    assert int(annotations["prometheus.io/port"]) in ports
+
+
+def test_autoscaler_owns_the_replica_count(rendered: dict[str, dict[str, Any]]) -> None:
+    hpa = rendered["HorizontalPodAutoscaler"]["spec"]
+    deployment = rendered["Deployment"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
+    assert "replicas" not in deployment["spec"], "would reset the HPA's count on every apply"
+    assert 1 <= hpa["minReplicas"] <= hpa["maxReplicas"]
+    (cpu,) = [m for m in hpa["metrics"] if m["type"] == "Resource"]
+    assert cpu["resource"]["name"] == "cpu"
+    assert 0 < cpu["resource"]["target"]["averageUtilization"] <= 100
+    # CPU utilisation is relative to the request: there must be one.
+    assert "cpu" in container(rendered)["resources"]["requests"]
+
+
+def test_rollouts_and_disruptions_keep_capacity(rendered: dict[str, dict[str, Any]]) -> None:
+    strategy = rendered["Deployment"]["spec"]["strategy"]
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+    pdb = rendered["PodDisruptionBudget"]["spec"]
+    assert pdb.get("maxUnavailable") == 1 or "minAvailable" in pdb
+
+
+def test_resources_have_requests_within_limits(rendered: dict[str, dict[str, Any]]) -> None:
+    resources = container(rendered)["resources"]
+    for name in ("cpu", "memory"):
+        assert quantity(resources["requests"][name]) <= quantity(resources["limits"][name])
+
+
+def test_pods_run_unprivileged_as_the_image_user(rendered: dict[str, dict[str, Any]]) -> None:
+    pod = rendered["Deployment"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    dockerfile = (K8S.parent / "Dockerfile").read_text()
+    (image_user,) = re.findall(r"^USER (\d+)", dockerfile, re.MULTILINE)
+    assert pod["securityContext"]["runAsUser"] == int(image_user)
+    security = container(rendered)["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    mounts = {m["mountPath"] for m in container(rendered)["volumeMounts"]}
+    assert "/tmp" in mounts, "a read-only root needs a writable /tmp"
+
+
+def test_gpu_overlay_asks_for_a_gpu_on_gpu_nodes_and_cpu_does_not(kustomize: Any) -> None:
+    gpu = by_kind(kustomize(K8S / "overlays" / "gpu"))
+    cpu = by_kind(kustomize(K8S / "overlays" / "cpu"))
+    resources = container(gpu)["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == "1"
+    pod = gpu["Deployment"]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"]
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    assert container(gpu)["image"].endswith(":gpu")
+    assert container(cpu)["image"].endswith(":cpu")
+    assert "nvidia.com/gpu" not in str(cpu["Deployment"])
+    # The GPU image picks CUDA itself; a CPU-only provider list here would waste the GPU.
+    assert "CPUExecutionProvider" not in gpu["ConfigMap"]["data"].get("RESNET_SERVE_PROVIDERS", "")
+
+
+def test_in_flight_component_scales_on_a_metric_the_service_exports(
+    kustomize: Any, tmp_path: Path, service_metrics: dict[str, set[str]]
+) -> None:
+    component = K8S / "components" / "hpa-in-flight"
+    overlay = K8S / "overlays" / "cpu"
+    # kustomize wants relative paths: a throwaway kustomization beside nothing.
+    (tmp_path / "kustomization.yaml").write_text(
+        f"resources:\n  - {os.path.relpath(overlay, tmp_path)}\n"
+        f"components:\n  - {os.path.relpath(component, tmp_path)}\n"
+    )
+    hpa = by_kind(kustomize(tmp_path))["HorizontalPodAutoscaler"]["spec"]
+    (pods,) = [m for m in hpa["metrics"] if m["type"] == "Pods"]
+    metric = pods["pods"]["metric"]["name"]
+    assert metric in service_metrics
+    assert any(m["type"] == "Resource" for m in hpa["metrics"]), "CPU stays a signal"
+
+    adapter = load_yaml(component / "prometheus-adapter-values.yaml")
+    served = set()
+    for rule in adapter["rules"]["custom"]:
+        (series,) = re.findall(r"^(\w+)\{", rule["seriesQuery"])
+        assert series in service_metrics
+        assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
+        served.add(rule["name"]["as"])
+    assert metric in served, "the HPA asks for a metric the adapter does not serve"
