@@ -3,7 +3,7 @@
 Property: ``Preprocessor(bytes)`` returns a finite float32 tensor of the model's input
 shape, or raises a :class:`ServiceError` with a 4xx status. Any other exception, a
 crash or a hang (Hypothesis deadline) fails. Bounded here by ``RESNET_SERVE_FUZZ_EXAMPLES``
-(default 1000 per test); the long run is documented in docs/LIMITS.md.
+(default 1000 per test); the long run is documented in README.md (Limits and errors).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Positive and negative cases for every operation, each a Hypothesis run bounded by
 ``RESNET_SERVE_SCHEMA_EXAMPLES`` (default 50 per operation and mode); the longer run is
-documented in docs/LIMITS.md. (Schemathesis' own pytest plugin does not work with
+documented in README.md (Limits and errors). (Schemathesis' own pytest plugin does not work with
 pytest 9, so the strategies are driven with ``@given`` directly.)
 """
 
