@@ -1,0 +1,100 @@
+"""``resnet-serve bench``: the benchmark as a subcommand of the service CLI.
+
+Only light imports here: ``service.cli`` imports this module on every start, and a
+missing load-testing dependency must not break ``resnet-serve serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from benchmarks.inputs import DEFAULT_CACHE, DEFAULT_PHOTOS, Variant
+
+DEFAULT_VARIANTS = ("resnet50", "resnet18")
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip().lower().replace("-", "_"), value.strip()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add(
+        "--variant",
+        action="append",
+        type=Variant.parse,
+        metavar="NAME[:VERSION]",
+        help=f"model version to measure, repeatable (default: {', '.join(DEFAULT_VARIANTS)})",
+    )
+    add(
+        "--repository",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help="model repository; missing default models are exported there with random "
+        "weights (default: %(default)s)",
+    )
+    add(
+        "--images",
+        type=Path,
+        help="folder of images to send (default: 640x480 JPEGs generated from the shared photos)",
+    )
+    add("--photos", type=Path, default=DEFAULT_PHOTOS, help="photos to cut JPEGs from")
+    add("--engines", default="onnxruntime,torchscript", help="engines for the engine limit")
+    add("--batch-sizes", type=_ints, help="engine batch sizes (default 1,2,4,8,16,32)")
+    add("--concurrency", type=_ints, help="HTTP concurrency levels (default 1,4,16,64)")
+    add(
+        "--off-concurrency",
+        type=_ints,
+        help="levels also run with batching off, max_batch_size=1 (default 16,64)",
+    )
+    add("--images-per-request", type=int, default=1)
+    add(
+        "--set",
+        dest="server_settings",
+        action="append",
+        type=_setting,
+        default=[],
+        metavar="KEY=VALUE",
+        help="server setting for both servers, e.g. max_queue_delay_ms=0",
+    )
+    add("--sections", default="engine,preprocess,http", help="what to run")
+    add("--device", choices=("cpu", "cuda"), help="engine device (cuda: untested here)")
+    add(
+        "--providers",
+        help="ONNX Runtime providers, e.g. TensorrtExecutionProvider,"
+        "CUDAExecutionProvider (engine and server)",
+    )
+    add("--fp16", action="store_true", help="fp16 on GPU engines (untested here)")
+    add("--server-cpus", help="pin the server with taskset, e.g. 0-1 (default: no pinning)")
+    add(
+        "--quick", action="store_true", help="tiny counts for CI: checks the harness, not the speed"
+    )
+    add("--output-dir", type=Path, default=RESULTS_DIR)
+    add("--name", help="results file stem (default: <machine>-<date>[-quick])")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from benchmarks.run import run  # onnxruntime, torch and httpx load here only
+
+    return run(args)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure engine limit, preprocessing and the HTTP service; write results",
+        description="Engine limit, preprocessing and HTTP service in one run; writes "
+        "benchmarks/results/<machine>-<date>.md and .json. See docs/BENCHMARKS.md.",
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=_bench)

@@ -1,0 +1,242 @@
+"""Closed-loop HTTP load: a fixed number of concurrent clients POSTing real JPEGs.
+
+Why our own asyncio + httpx client rather than Locust's library API: a closed loop with
+exactly ``concurrency`` requests in flight is what the engine limit is compared against;
+we keep every latency (exact percentiles, not Locust's rounded buckets), bound each level
+by request count *and* wall time, and avoid gevent's monkey-patching inside a process that
+also times engines. Locust remains the tool for open-ended load on a deployed server
+(loadtest/locustfile.py).
+
+Each level is one continuous run: the first ``warmup_s`` fill the queue to its steady
+state and are not counted; throughput counts completions inside the measured window;
+requests still in flight when it closes are awaited (so the next level starts on an idle
+server) but not counted. Multipart bodies are built once, up front, so the client spends
+its CPU on HTTP only: on a 2-core machine every client cycle is taken from the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import statistics
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+
+from benchmarks import machine
+from benchmarks.server import BenchServer, metric_value
+
+
+@dataclass(frozen=True)
+class Body:
+    content: bytes
+    content_type: str
+
+
+@dataclass(frozen=True)
+class LoadBudget:
+    max_requests: int = 2000
+    max_time_s: float = 8.0
+    warmup_s: float = 2.0
+    timeout_s: float = 60.0
+
+
+@dataclass
+class LevelResult:
+    variant: str
+    batching: str
+    concurrency: int
+    images_per_request: int
+    #: Every request of the level, warm-up included (errors are never excused).
+    requests: int
+    ok: int
+    errors: int
+    #: Requests started inside the measured window: the latency percentiles' sample.
+    measured: int = 0
+    error_codes: dict[str, int] = field(default_factory=dict)
+    window_s: float = 0.0
+    requests_per_s: float = 0.0
+    images_per_s: float = 0.0
+    p50_ms: float = 0.0
+    p90_ms: float = 0.0
+    p99_ms: float = 0.0
+    mean_batch_size: float = 0.0
+    #: Medians of the server's own ``timings`` (decode, queue, engine, route total): the
+    #: rest of the client's latency is HTTP, parsing and the event loop.
+    server_decode_ms: float = 0.0
+    server_queue_ms: float = 0.0
+    server_inference_ms: float = 0.0
+    server_total_ms: float = 0.0
+    client_cpu_share: float = 0.0
+    server_cpu_share: float = 0.0
+    #: Server + client CPU per image: what the service costs if it had the machine alone.
+    cpu_ms_per_image: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Done:
+    started: float
+    finished: float
+    status: int  # 0: transport error or timeout
+    timings: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    at: float
+    client_cpu_s: float
+    server_cpu_s: float
+    batch_sum: float
+    batch_count: float
+
+
+def multipart_bodies(images: list[tuple[str, bytes]], per_request: int) -> list[Body]:
+    """One body per starting image, each holding ``per_request`` consecutive images."""
+    bodies = []
+    for start in range(len(images)):
+        boundary = uuid.uuid4().hex
+        parts = []
+        for offset in range(per_request):
+            name, data = images[(start + offset) % len(images)]
+            kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            head = (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                f'filename="{name}"\r\nContent-Type: {kind}\r\n\r\n'
+            )
+            parts.append(head.encode() + data + b"\r\n")
+        content = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        bodies.append(Body(content, f"multipart/form-data; boundary={boundary}"))
+    return bodies
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile; exact on the recorded latencies."""
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+async def _snapshot(
+    client: httpx.AsyncClient, server: BenchServer, labels: dict[str, str]
+) -> _Snapshot:
+    text = (await client.get(f"{server.url}/metrics")).text
+    return _Snapshot(
+        at=time.perf_counter(),
+        client_cpu_s=time.process_time(),
+        server_cpu_s=server.cpu_seconds(),
+        batch_sum=metric_value(text, "resnet_serve_batch_size_sum", **labels),
+        batch_count=metric_value(text, "resnet_serve_batch_size_count", **labels),
+    )
+
+
+async def _load(
+    server: BenchServer,
+    url: str,
+    labels: dict[str, str],
+    bodies: list[Body],
+    concurrency: int,
+    budget: LoadBudget,
+) -> tuple[list[_Done], _Snapshot, _Snapshot]:
+    done: list[_Done] = []
+    issued = 0
+    limits = httpx.Limits(
+        max_connections=concurrency + 1, max_keepalive_connections=concurrency + 1
+    )
+    async with httpx.AsyncClient(timeout=budget.timeout_s, limits=limits) as client:
+        window_start = time.perf_counter() + budget.warmup_s
+        window_end = window_start + budget.max_time_s
+
+        async def worker() -> None:
+            nonlocal issued
+            while issued < budget.max_requests and time.perf_counter() < window_end:
+                body = bodies[issued % len(bodies)]
+                issued += 1
+                t0 = time.perf_counter()
+                timings = None
+                try:
+                    response = await client.post(
+                        url, content=body.content, headers={"content-type": body.content_type}
+                    )
+                    status = response.status_code
+                except httpx.HTTPError:
+                    status = 0
+                t1 = time.perf_counter()
+                if status == 200:
+                    timings = response.json()["timings"]
+                done.append(_Done(t0, t1, status, timings))
+
+        async def marks() -> tuple[_Snapshot, _Snapshot]:
+            await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
+            first = await _snapshot(client, server, labels)
+            # Close the window at its end, or earlier once the request budget is spent.
+            remaining = max(0.0, window_end - time.perf_counter())
+            await asyncio.wait(workers, timeout=remaining)
+            return first, await _snapshot(client, server, labels)
+
+        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        first, last = await marks()
+        await asyncio.gather(*workers)
+    return done, first, last
+
+
+def run_level(
+    server: BenchServer,
+    model: str,
+    version: int,
+    bodies: list[Body],
+    images_per_request: int,
+    concurrency: int,
+    budget: LoadBudget,
+    *,
+    batching: str,
+) -> LevelResult:
+    url = f"{server.url}/classify?model={model}&version={version}&top_k=1"
+    labels = {"model": model, "version": str(version)}
+    done, first, last = asyncio.run(_load(server, url, labels, bodies, concurrency, budget))
+    window = max(last.at - first.at, 1e-9)
+    measured = [d for d in done if d.started >= first.at]
+    completed = [d for d in done if first.at <= d.finished <= last.at and d.status == 200]
+    ms = [(d.finished - d.started) * 1000 for d in measured if d.status == 200] or [0.0]
+    codes = Counter(str(d.status) for d in done if d.status != 200)
+    batches = last.batch_count - first.batch_count
+    timed = [d.timings for d in measured if d.timings] or [{}]
+
+    def server_ms(key: str) -> float:
+        return statistics.median(t.get(key, 0.0) for t in timed)
+
+    cpu_capacity = window * machine.cores()
+    cpu_s = (last.server_cpu_s - first.server_cpu_s) + (last.client_cpu_s - first.client_cpu_s)
+    images = len(completed) * images_per_request
+    return LevelResult(
+        variant=f"{model}:{version}",
+        batching=batching,
+        concurrency=concurrency,
+        images_per_request=images_per_request,
+        requests=len(done),
+        ok=sum(d.status == 200 for d in done),
+        errors=sum(d.status != 200 for d in done),
+        error_codes=dict(codes),
+        measured=len(measured),
+        window_s=window,
+        requests_per_s=len(completed) / window,
+        images_per_s=len(completed) * images_per_request / window,
+        p50_ms=statistics.median(ms),
+        p90_ms=percentile(ms, 0.90),
+        p99_ms=percentile(ms, 0.99),
+        mean_batch_size=(last.batch_sum - first.batch_sum) / batches if batches else 0.0,
+        server_decode_ms=server_ms("decode_ms"),
+        server_queue_ms=server_ms("queue_ms"),
+        server_inference_ms=server_ms("inference_ms"),
+        server_total_ms=server_ms("total_ms"),
+        client_cpu_share=(last.client_cpu_s - first.client_cpu_s) / cpu_capacity,
+        server_cpu_share=(last.server_cpu_s - first.server_cpu_s) / cpu_capacity,
+        cpu_ms_per_image=cpu_s / images * 1000 if images else 0.0,
+    )
+
+
+def rows_as_dicts(rows: list[LevelResult]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in rows]

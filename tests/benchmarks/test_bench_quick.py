@@ -1,0 +1,152 @@
+"""The benchmark harness in --quick mode: it runs end to end and its results add up.
+
+No timing thresholds: speed targets live in the committed results files, not in tests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import report
+from benchmarks.inputs import Variant
+from benchmarks.run import main
+
+
+@pytest.fixture(scope="module")
+def quick_results(
+    model_repository: Path, photos_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict, str]:
+    out = tmp_path_factory.mktemp("bench-results")
+    code = main(
+        [
+            "--quick",
+            "--repository", str(model_repository),
+            "--variant", "resnet18",
+            "--photos", str(photos_dir),
+            "--output-dir", str(out),
+            "--name", "quick",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    results = json.loads((out / "quick.json").read_text())
+    return results, (out / "quick.md").read_text()
+
+
+def test_quick_run_writes_every_section(quick_results: tuple[dict, str]) -> None:
+    results, _ = quick_results
+    assert results["mode"] == "quick"
+    assert results["weights"] == {"resnet18:1": "random (untrained)"}
+    assert {r["batch_size"] for r in results["engine"]} == {1, 2}
+    # The fixture exports ONNX only: TorchScript is reported as skipped, not silently absent.
+    assert [s["engine"] for s in results["engine_skipped"]] == ["torchscript"]
+    assert [r["image_set"] for r in results["preprocess"]] == ["small", "large"]
+    levels = {(r["batching"], r["concurrency"]) for r in results["http"]}
+    assert levels == {("on", 1), ("on", 4), ("off", 4)}
+    assert results["served"]["resnet18:1"]["engine"] == "onnxruntime"
+    assert len(results["load_before"]) == len(results["load_after"]) == 3
+
+
+def test_quick_run_figures_are_positive_and_consistent(quick_results: tuple[dict, str]) -> None:
+    results, _ = quick_results
+    for row in results["engine"]:
+        assert row["images_per_s"] > 0 and row["runs"] >= 2
+        assert row["batch_ms_min"] <= row["batch_ms_p50"]
+        assert row["cpu_ms_per_image"] > 0
+    for row in results["preprocess"]:
+        assert row["decode_ms"] > 0 and row["resize_crop_ms"] > 0 and row["normalise_ms"] > 0
+        assert row["images_per_s_threaded"] > 0
+    small, large = results["preprocess"]
+    assert (small["width"], small["height"]) == (640, 480)
+    assert large["width"] * large["height"] > small["width"] * small["height"]
+    for row in results["http"]:
+        assert row["errors"] == 0, row["error_codes"]
+        assert row["ok"] == row["requests"] > 0
+        assert row["images_per_s"] > 0
+        assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+        batch_cap = row["concurrency"] if row["batching"] == "on" else 1
+        assert 1 <= row["mean_batch_size"] <= batch_cap
+        assert row["client_cpu_share"] > 0 and row["server_cpu_share"] > 0
+        assert row["cpu_ms_per_image"] > 0
+        assert 0 < row["measured"] <= row["requests"]
+    (ratio,) = results["ratios"]
+    assert ratio["service_over_engine"] > 0
+    assert ratio["low_load_overhead_ms"] == pytest.approx(
+        ratio["service_c1_p50_ms"] - ratio["engine_batch1_ms"]
+    )
+    assert "batching_gain" not in ratio  # only measured at concurrency >= 16
+    assert ratio["cpu_efficiency"] == pytest.approx(
+        ratio["engine_cpu_ms_per_image"] / ratio["service_cpu_ms_per_image"]
+    )
+    assert ratio["c1_overhead_same_request_ms"] > 0
+
+
+def test_markdown_shows_the_headline_and_the_weights(quick_results: tuple[dict, str]) -> None:
+    results, text = quick_results
+    assert "## Headline" in text
+    assert "resnet18:1 (onnxruntime)" in text
+    assert "random (untrained)" in text
+    # One HTTP table line per level measured.
+    assert text.count("| resnet18:1 | on |") == 2
+    assert text.count("| resnet18:1 | off |") == 1
+    assert len(results["http"]) == 3
+
+
+def test_ratios_compare_like_with_like() -> None:
+    """Only the engine the server ran counts, and batching is compared at c >= 16."""
+
+    def level(batching: str, concurrency: int, ips: float, p50: float = 10.0) -> dict:
+        return {
+            "variant": "m:1",
+            "batching": batching,
+            "concurrency": concurrency,
+            "images_per_request": 1,
+            "images_per_s": ips,
+            "p50_ms": p50,
+        }
+
+    results = {
+        "served": {"m:1": {"engine": "onnxruntime", "provider": "CPU"}},
+        "engine": [
+            {
+                "variant": "m:1",
+                "engine": "onnxruntime",
+                "batch_size": 1,
+                "images_per_s": 80.0,
+                "batch_ms_p50": 12.5,
+            },
+            {
+                "variant": "m:1",
+                "engine": "onnxruntime",
+                "batch_size": 8,
+                "images_per_s": 100.0,
+                "batch_ms_p50": 80.0,
+            },
+            {
+                "variant": "m:1",
+                "engine": "torchscript",
+                "batch_size": 8,
+                "images_per_s": 500.0,
+                "batch_ms_p50": 16.0,
+            },
+        ],
+        "http": [
+            level("on", 1, 50.0, p50=15.5),
+            level("on", 4, 60.0),
+            level("on", 16, 90.0),
+            level("off", 16, 45.0),
+        ],
+    }
+    (row,) = report.ratios(results)
+    assert row["engine_best_images_per_s"] == 100.0 and row["engine_best_batch"] == 8
+    assert row["service_over_engine"] == pytest.approx(0.9)
+    assert row["low_load_overhead_ms"] == pytest.approx(3.0)
+    assert row["batching_gain"] == pytest.approx(2.0) and row["batching_concurrency"] == 16
+
+
+@pytest.mark.parametrize("text", ["", ":1", "resnet18:x", "resnet18:1.5"])
+def test_bad_variant_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="NAME or NAME:VERSION"):
+        Variant.parse(text)
