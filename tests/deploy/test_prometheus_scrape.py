@@ -22,7 +22,7 @@ from PIL import Image
 
 from tests.deploy.conftest import DEPLOY, require_tool
 from tests.deploy.promql import dashboard_queries, substitute_grafana_variables
-from tests.server_process import ServerProcess, free_port
+from tests.server_process import ServerProcess, free_port, wait_http_ok
 
 SCRAPE_INTERVAL = "1s"
 #: Server start-up and Prometheus start-up are separate; this bounds what follows them.
@@ -63,17 +63,7 @@ class Prometheus:
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited {self.process.returncode}:\n{self.logs()}")
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"prometheus not ready after {timeout_s}s:\n{self.logs()}")
+        wait_http_ok(f"{self.url}/-/ready", self.process, timeout_s, self.logs)
 
     def api(self, path: str, **params: str) -> Any:
         response = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)

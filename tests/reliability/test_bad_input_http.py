@@ -1,6 +1,7 @@
 """Bad input over HTTP: each case gets its documented 4xx JSON error, odd images get 200.
 
-The table below is the source of README.md (Limits and errors); a test checks the doc lists every code.
+The table below is the source of the README's "Limits and errors" section; a test checks
+that it lists every code.
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ def test_bad_input_does_not_disturb_concurrent_good_requests(server: ServerProce
 def test_limits_doc_lists_every_case_and_code() -> None:
     text = LIMITS_DOC.read_text(encoding="utf-8")
     for case, (_, status, code) in BAD.items():
-        assert case in text, f"README.md (Limits and errors) lacks the case {case!r}"
-        assert f"{status} `{code}`" in text, f"README.md (Limits and errors) lacks {status} `{code}`"
+        assert case in text, f"README lacks the case {case!r}"
+        assert f"{status} `{code}`" in text, f"README lacks {status} `{code}`"
     for name in images.ODD_VALID:
-        assert name in text, f"README.md (Limits and errors) lacks the odd-but-valid image {name!r}"
+        assert name in text, f"README lacks the odd-but-valid image {name!r}"
