@@ -42,6 +42,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check service
+	$(BIN)/mypy
 
 # Engine limit vs the service over HTTP, one run (< 10 min on 2 cores); writes
 # benchmarks/results/<machine>-<date>.md/.json. E.g. BENCH_ARGS="--quick". docs/BENCHMARKS.md

@@ -118,8 +118,7 @@ class Preprocessor:
                 self._draft(image)
             image.seek(0)  # first frame of animated GIF / WebP
             image.load()
-            image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
+            return _to_rgb(ImageOps.exif_transpose(image))
         except Image.DecompressionBombError as exc:
             raise ImageTooLarge(str(exc), max_pixels=self.limits.max_pixels) from None
         except (OSError, ValueError, SyntaxError, EOFError) as exc:

@@ -38,7 +38,7 @@ ArtifactFormat = Literal["onnx", "torchscript"]
 #: Which artifact format each engine runs.
 ENGINE_FORMAT: dict[str, ArtifactFormat] = {"onnxruntime": "onnx", "torchscript": "torchscript"}
 #: Artifact file name per format inside a version folder.
-ARTIFACT_FILE: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.pt"}
+ARTIFACT_FILE: dict[ArtifactFormat, str] = {"onnx": "model.onnx", "torchscript": "model.pt"}
 
 
 class _Frozen(BaseModel):

@@ -138,9 +138,14 @@ def preprocessing_from_transforms(transforms: Any) -> Preprocessing:
         resize_size=int(resize[0] if isinstance(resize, (list, tuple)) else resize),
         crop_size=int(crop[0] if isinstance(crop, (list, tuple)) else crop),
         interpolation=transforms.interpolation.value,
-        mean=tuple(float(v) for v in transforms.mean),
-        std=tuple(float(v) for v in transforms.std),
+        mean=_three(transforms.mean),
+        std=_three(transforms.std),
     )
+
+
+def _three(values: Any) -> tuple[float, float, float]:
+    red, green, blue = (float(v) for v in values)
+    return red, green, blue
 
 
 def _torchvision_weight(member: WeightsEnum) -> WeightSpec:
@@ -159,7 +164,7 @@ def _torchvision_weight(member: WeightsEnum) -> WeightSpec:
 def _register_torchvision(name: str) -> None:
     builder = tv_models.get_model_builder(name)
     enum = tv_models.get_model_weights(name)
-    default = enum.DEFAULT  # type: ignore[attr-defined]
+    default = enum.DEFAULT
     weights = {member.name: _torchvision_weight(member) for member in enum}
     register_architecture(
         Architecture(

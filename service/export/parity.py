@@ -23,7 +23,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as tvf
 
 from service.export import DEFAULT_PARITY_BOUND
-from service.repository import ParityReport, Preprocessing
+from service.repository import ArtifactFormat, ParityReport, Preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -156,15 +156,15 @@ def top1_agreement(
 
 def compare(
     module: nn.Module,
-    artifacts: dict[str, Path],
+    artifacts: dict[ArtifactFormat, Path],
     inputs: ParityInputs,
     *,
     bound: float = DEFAULT_PARITY_BOUND,
-) -> dict[str, ParityReport]:
+) -> dict[ArtifactFormat, ParityReport]:
     """One :class:`ParityReport` per artifact format; raises nothing (see :func:`enforce`)."""
     with torch.inference_mode():
         reference = np.concatenate([module.eval()(b).numpy() for b in inputs.batches])
-    reports: dict[str, ParityReport] = {}
+    reports: dict[ArtifactFormat, ParityReport] = {}
     for fmt, path in artifacts.items():
         run = RUNNERS[fmt](path)
         candidate = np.concatenate([run(b.numpy()) for b in inputs.batches])
@@ -194,7 +194,7 @@ def passed(report: ParityReport) -> bool:
     return report.max_abs_logit_diff <= report.bound and report.top1_agreement >= 1.0
 
 
-def enforce(reports: dict[str, ParityReport]) -> None:
+def enforce(reports: dict[ArtifactFormat, ParityReport]) -> None:
     """Raise :class:`ParityError` naming every format that fails its bound."""
     failed = [describe(fmt, r) for fmt, r in reports.items() if not passed(r)]
     if failed:

@@ -107,7 +107,7 @@ def export(request: ExportRequest, *, report: Callable[[str], None] = print) -> 
     size = model.preprocessing.crop_size
     try:
         with VersionWriter(request.repository, config) as writer:
-            artifacts: dict[str, Path] = {}
+            artifacts: dict[ArtifactFormat, Path] = {}
             for fmt in request.formats:
                 report(f"exporting {request.name} to {fmt} ...")
                 path = writer.artifact_path(fmt)
