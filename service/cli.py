@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, get_args
 
+from service.errors import ModelConfigError
 from service.settings import ENV_PREFIX, Settings, load_settings
 
 #: Modules with a ``register(subparsers)`` adding their subcommands.
@@ -45,7 +46,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {name: getattr(args, name) for name in Settings.model_fields}
     settings = load_settings(**overrides)
-    return run_server(settings)
+    try:
+        return run_server(settings)
+    except ModelConfigError as exc:
+        # A broken repository is the operator's to fix: say which file, no traceback.
+        print(f"resnet-serve: cannot serve: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:

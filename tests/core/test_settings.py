@@ -43,3 +43,18 @@ def test_readme_configuration_table_lists_every_setting() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [n for n in Settings.model_fields if f"`{n.upper()}`" not in readme]
     assert not missing, f"README configuration table lacks {missing}"
+
+
+def test_broken_repository_stops_serve_with_a_message_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    folder = tmp_path / "models" / "broken"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text('{"name": "broken"}')
+    code = main(["serve", "--repository", str(tmp_path / "models"), "--port", "0"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "broken/config.json" in err and "preprocessing" in err
+    assert "Traceback" not in err
