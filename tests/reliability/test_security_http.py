@@ -6,10 +6,9 @@ import asyncio
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.reliability import images
 from tests.fakes import GRAY, build_app, running
+from tests.reliability import images
 from tests.server_process import ServerProcess
 
 KEY = "k3y-for-tests"
