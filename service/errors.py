@@ -19,7 +19,7 @@ class ServiceError(Exception):
     #: Seconds a client should wait before retrying; None: retrying will not help.
     retry_after_s: int | None = None
 
-    def __init__(self, message: str, **details: Any) -> None:
+    def __init__(self, message: str, /, **details: Any) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
