@@ -36,9 +36,7 @@ def test_engine_exception_fails_its_batch_with_500_and_the_next_batch_runs(
 
 
 def test_full_queue_answers_503_with_retry_after_and_live_stays_up(tmp_path: Path) -> None:
-    app, engines = build_app(
-        tmp_path, max_queue_size=2, max_batch_size=1, max_images_per_request=1
-    )
+    app, engines = build_app(tmp_path, max_queue_size=2, max_batch_size=1, max_images_per_request=1)
 
     async def scenario() -> None:
         async with running(app) as client:

@@ -73,9 +73,7 @@ def test_cors_is_off_by_default(server: ServerProcess) -> None:
     assert "access-control-allow-origin" not in preflight.headers
 
 
-def test_cors_allows_only_configured_origins(
-    tmp_path: Path
-) -> None:
+def test_cors_allows_only_configured_origins(tmp_path: Path) -> None:
     app, _ = build_app(tmp_path, cors_origins="https://app.example")
 
     async def scenario() -> None:
