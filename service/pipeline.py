@@ -214,7 +214,7 @@ class RequestScope:
 
     async def classify_tensors(self, batch: npt.NDArray[np.float32]) -> Outcome:
         """Run already preprocessed inputs, float32 (N, 3, H, W), as the model expects."""
-        expected = self.served.preprocessor.input_shape
+        expected = self.served.input_shape
         if batch.ndim != 4 or tuple(batch.shape[1:]) != expected or batch.dtype != np.float32:
             raise BadRequest(
                 f"input tensor is {batch.dtype} {list(batch.shape)}; model {self.served.name} "

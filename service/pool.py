@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from service.batching import Batcher, BatcherConfig
 from service.engines import create_engine, select_engine
@@ -71,6 +71,32 @@ class ServedModel:
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.entry.config.labels
+
+    @property
+    def architecture(self) -> str:
+        return self.entry.config.architecture
+
+    @property
+    def weights(self) -> str:
+        """Where the weights came from; "random (untrained)" is never hidden."""
+        return self.version.info.weights.display
+
+    @property
+    def precision(self) -> str:
+        return self.version.info.precision
+
+    @property
+    def parity(self) -> dict[str, dict[str, object]]:
+        """The export's faithfulness figures per artifact format."""
+        return {fmt: report.model_dump() for fmt, report in self.version.info.parity.items()}
+
+    @property
+    def quantization(self) -> dict[str, Any] | None:
+        return self.version.info.quantization
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.preprocessor.input_shape
 
     @property
     def stuck(self) -> bool:

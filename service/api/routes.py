@@ -140,14 +140,13 @@ def request_timeout_s(request: Request) -> float | None:
 
 def classify_response(outcome: Outcome, names: list[str | None], top_k: int) -> ClassifyResponse:
     served, timings = outcome.model, outcome.timings
-    info = served.version.info
     return ClassifyResponse(
         model=served.name,
         version=served.number,
-        weights=info.weights.display,
+        weights=served.weights,
         engine=served.engine_name,
         provider=served.provider,
-        precision=info.precision,
+        precision=served.precision,
         results=[
             ImageResult(
                 filename=name, predictions=top_k_predictions(row, top_k, served.class_names)
@@ -165,22 +164,20 @@ def classify_response(outcome: Outcome, names: list[str | None], top_k: int) -> 
 
 
 def _model_info(pool: ModelPool, m: ServedModel) -> ModelInfo:
-    info = m.version.info
-    size = m.preprocessor.input_shape[1]
     return ModelInfo(
         name=m.name,
         version=m.number,
         default=pool.default_of(m.name) is m,
         status=m.status,
         error=m.error,
-        architecture=m.entry.config.architecture,
+        architecture=m.architecture,
         engine=m.engine_name,
         provider=m.provider,
-        precision=info.precision,
-        weights=info.weights.display,
-        input_size=[3, size, size],
+        precision=m.precision,
+        weights=m.weights,
+        input_size=list(m.input_shape),
         num_classes=len(m.class_names),
         max_batch_size=m.max_batch_size,
-        parity={k: v.model_dump() for k, v in info.parity.items()},
-        quantization=info.quantization,
+        parity=m.parity,
+        quantization=m.quantization,
     )
