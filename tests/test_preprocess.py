@@ -20,7 +20,7 @@ IMAGENET = Preprocessing(
     mean=(0.485, 0.456, 0.406),
     std=(0.229, 0.224, 0.225),
 )
-LIMITS = Limits(max_pixels=40_000_000, max_aspect_ratio=100)
+LIMITS = Limits(max_pixels=40_000_000)
 
 
 def torchvision_reference(image: Image.Image, spec: Preprocessing) -> np.ndarray:
@@ -67,8 +67,11 @@ def test_jpeg_draft_mode_changes_the_input_only_slightly(photos_dir: Path, name:
 
 def test_draft_mode_is_used_for_large_jpegs(photos_dir: Path) -> None:
     pre = Preprocessor(IMAGENET, LIMITS)
-    decoded = pre.decode((photos_dir / "retina.jpg").read_bytes())
-    assert decoded.size == (706, 706)  # 1411x1411 decoded at 1/2 scale, >= 2x resize target
+    opened = pre.open((photos_dir / "retina.jpg").read_bytes())
+    assert opened.image.size == (706, 706)  # 1411x1411 decoded at 1/2 scale, >= 2x resize target
+    assert opened.decode_pixels == 706 * 706
+    opened.image.load()
+    assert opened.image.size == (706, 706)
 
 
 @pytest.mark.parametrize(
@@ -88,17 +91,25 @@ def test_exif_orientation_is_applied() -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display": the red half ends up on top
     data = encode(wide, "JPEG", exif=exif, quality=95)
-    decoded = Preprocessor(IMAGENET, LIMITS).decode(data)
-    assert decoded.size == (200, 400)
-    top, bottom = decoded.getpixel((100, 50)), decoded.getpixel((100, 350))
-    assert top[0] > 200 and top[1] < 60, top
+    # Resize 200, crop 200: the crop is rows 100..300 of the upright 200x400 image.
+    pre = Preprocessor(
+        Preprocessing(**{**IMAGENET.model_dump(), "resize_size": 200, "crop_size": 200}), LIMITS
+    )
+    opened = pre.open(data)
+    assert opened.image.size == (400, 200)  # as stored
+    decoded = pre.crop_image(opened)
+    assert decoded.size == (200, 200)
+    top, bottom = decoded.getpixel((100, 50)), decoded.getpixel((100, 150))
+    assert top[0] > 200 and top[1] < 60, top  # red half on top, as displayed
     assert bottom[1] > 200, bottom
 
 
 def test_sixteen_bit_png_keeps_its_range() -> None:
     ramp = np.tile(np.linspace(0, 65535, 300, dtype=np.uint16), (300, 1))
     data = encode(Image.fromarray(ramp), "PNG")
-    decoded = np.asarray(Preprocessor(IMAGENET, LIMITS).decode(data))
+    whole = Preprocessing(**{**IMAGENET.model_dump(), "resize_size": 300, "crop_size": 300})
+    pre = Preprocessor(whole, LIMITS)
+    decoded = np.asarray(pre.crop_image(pre.open(data)))
     assert decoded.shape == (300, 300, 3)
     assert decoded[:, :5].max() < 10 and decoded[:, -5:].min() > 245
 
@@ -108,7 +119,7 @@ def test_pixel_limit_is_checked_before_decoding() -> None:
     data = encode(Image.new("1", (20000, 20000)), "PNG")
     assert len(data) < 200_000
     with pytest.raises(ImageTooLarge) as info:
-        Preprocessor(IMAGENET, Limits(max_pixels=10_000_000, max_aspect_ratio=100))(data)
+        Preprocessor(IMAGENET, Limits(max_pixels=10_000_000))(data)
     assert info.value.status == 413
 
 
