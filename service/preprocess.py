@@ -403,7 +403,11 @@ def _transposed(image: Image.Image, method: Image.Transpose) -> Image.Image:
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Palette, CMYK and other modes to 8-bit RGB; alpha is dropped as torchvision's loaders
-    do. (A palette image with transparency gives the same RGB as going through RGBA.)"""
+    do. A palette's transparency only makes alpha, so it is dropped first: the colours are
+    those of the RGBA route, without its whole-image RGBA copy (and without the warning
+    Pillow gives when converting a palette with byte transparency straight to RGB)."""
+    if image.mode == "P":
+        image.info.pop("transparency", None)
     return image.convert("RGB")
 
 
