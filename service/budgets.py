@@ -6,10 +6,11 @@ Two budgets bound peak memory whatever clients send (docs: README "Limits and er
   from ``Content-Length`` before a byte is read, or chunk by chunk while a body of
   unknown length streams in. A full budget refuses at once (503 + Retry-After): a
   client cannot make the server wait for memory it does not have.
-* **decode pixels** in flight: images being decoded in the decode pool, weighted by
-  the pixels the decoder will produce. Taken after the header is read, before the
-  pixels are decoded; a decode waits (bounded by its request's deadline) for room,
-  because the work ahead of it frees room in milliseconds.
+* **decode bytes** in flight: images being decoded in the decode threads, each
+  weighted by the peak memory its decode may take, bounded from its header
+  (:attr:`service.preprocess.OpenedImage.cost_bytes`). Taken after the header is read,
+  before the pixels are decoded; a decode waits (bounded by its request's deadline)
+  for room, because the work ahead of it frees room in milliseconds.
 
 :class:`Budget` is a weighted semaphore usable from both sides: ``try_take`` from any
 thread (the decode threads take their own room when it is free, without a hop back to
@@ -29,7 +30,7 @@ from service.errors import DeadlineExceeded
 
 
 class Budget:
-    """``capacity`` units (bytes or pixels) shared by every request of the process."""
+    """``capacity`` bytes shared by every request of the process."""
 
     def __init__(self, name: str, capacity: int, *, on_change: Callable[[int], None]) -> None:
         if capacity < 1:

@@ -130,14 +130,14 @@ class Metrics:
             "Capacity of the body-bytes budget; past it requests get 503.",
             registry=r,
         )
-        self.decode_pixels_in_flight = Gauge(
-            f"{PREFIX}_decode_pixels_in_flight",
-            "Pixels of the images being decoded now.",
+        self.decode_bytes_in_flight = Gauge(
+            f"{PREFIX}_decode_bytes_in_flight",
+            "Decode memory held now (each image's cost bounded from its header).",
             registry=r,
         )
-        self.decode_pixels_budget = Gauge(
-            f"{PREFIX}_decode_pixels_budget",
-            "Capacity of the decode-pixels budget; past it decodes wait for room.",
+        self.decode_bytes_budget = Gauge(
+            f"{PREFIX}_decode_bytes_budget",
+            "Capacity of the decode-memory budget; past it decodes wait for room.",
             registry=r,
         )
         self.model_ready = Gauge(

@@ -9,7 +9,7 @@ pipeline encoded images (or ready tensors) inside one :class:`RequestScope`::
 
 and shape ``outcome.logits`` into their own response. Everything between is here, in
 order: resolve the model, take the deadline, admit (queue room before the body is read,
-body bytes, decoded pixels), decode in the decode threads, batch, run, and observe every
+body bytes, decode memory), decode in the decode threads, batch, run, and observe every
 per-request metric, labelled by model, version and door. Each stage lives in its own
 module (:mod:`service.budgets`, :mod:`service.preprocess`, :mod:`service.batching`,
 :mod:`service.engines`); this module only sequences them and owns their budgets.
@@ -43,11 +43,12 @@ from service.errors import (
     DeadlineExceeded,
     Overloaded,
     ServiceError,
+    SettingsError,
     TooManyImages,
 )
 from service.metrics import Metrics
 from service.pool import ModelPool, ServedModel
-from service.preprocess import OpenedImage
+from service.preprocess import OpenedImage, worst_cost_bytes
 from service.settings import Settings
 
 Door = Literal["classify", "v2-rest", "v2-grpc"]
@@ -100,13 +101,20 @@ class Pipeline:
             settings.max_body_bytes_in_flight,
             on_change=metrics.body_bytes_in_flight.set,
         )
-        self.pixel_budget = Budget(
-            "decode pixels",
-            settings.max_decode_pixels_in_flight,
-            on_change=metrics.decode_pixels_in_flight.set,
+        worst = worst_cost_bytes(settings.max_image_pixels)
+        if settings.max_decode_bytes_in_flight < worst:
+            raise SettingsError(
+                f"max_decode_bytes_in_flight ({settings.max_decode_bytes_in_flight}) must be "
+                f">= {worst}, what decoding one image of max_image_pixels "
+                f"({settings.max_image_pixels}) may take: such an image could never be decoded"
+            )
+        self.decode_budget = Budget(
+            "decode bytes",
+            settings.max_decode_bytes_in_flight,
+            on_change=metrics.decode_bytes_in_flight.set,
         )
         metrics.body_bytes_budget.set(settings.max_body_bytes_in_flight)
-        metrics.decode_pixels_budget.set(settings.max_decode_pixels_in_flight)
+        metrics.decode_bytes_budget.set(settings.max_decode_bytes_in_flight)
 
     def resolve(self, model: str | None, version: int | None) -> ServedModel:
         return self.models.get(model, version)
@@ -268,8 +276,8 @@ class RequestScope:
         return tensors
 
     async def _decode_one(self, data: bytes | bytearray) -> tuple[npt.NDArray[np.float32], float]:
-        """Header, pixel budget, pixels: in one decode-thread hop when the budget has room."""
-        budget = self._pipeline.pixel_budget
+        """Header, decode budget, pixels: in one decode-thread hop when the budget has room."""
+        budget = self._pipeline.decode_budget
         preprocessor = self.served.preprocessor
         deadline = self.deadline
 
@@ -278,29 +286,29 @@ class RequestScope:
                 raise DeadlineExceeded("the request's deadline passed before its decode began")
             started = time.perf_counter()
             opened = preprocessor.open(data)
-            if not budget.try_take(opened.decode_pixels):
+            if not budget.try_take(opened.cost_bytes):
                 return opened, None, time.perf_counter() - started
             try:
                 return opened, preprocessor.decode(opened), time.perf_counter() - started
             finally:
-                budget.give(opened.decode_pixels)
+                budget.give(opened.cost_bytes)
 
         opened, decoded, seconds = await self._in_decode_thread(open_and_decode)
         if decoded is not None:
             return decoded, seconds
         # The budget was full: wait for room here (bounded by the deadline), then decode.
-        pixels = opened.decode_pixels
-        await budget.take(pixels, deadline)
+        cost = opened.cost_bytes
+        await budget.take(cost, deadline)
 
         def decode_held() -> tuple[npt.NDArray[np.float32], float]:
             started = time.perf_counter()
             try:
                 return preprocessor.decode(opened), time.perf_counter() - started
             finally:
-                budget.give(pixels)
+                budget.give(cost)
 
         tensor, more = await self._in_decode_thread(
-            decode_held, if_never_run=lambda: budget.give(pixels)
+            decode_held, if_never_run=lambda: budget.give(cost)
         )
         return tensor, seconds + more
 

@@ -19,6 +19,7 @@ from service.errors import (
     BadRequest,
     DeadlineExceeded,
     Overloaded,
+    SettingsError,
     TooManyImages,
     UnknownModel,
 )
@@ -47,7 +48,7 @@ def idle(pipeline: Pipeline) -> bool:
     assert batcher is not None
     return (
         pipeline.body_budget.used == 0
-        and pipeline.pixel_budget.used == 0
+        and pipeline.decode_budget.used == 0
         and batcher.queued == 0
         and batcher._reserved == 0
     )
@@ -195,17 +196,26 @@ def test_cancelled_request_releases_everything_and_its_images_never_run(tmp_path
     asyncio.run(scenario())
 
 
-def test_decodes_wait_for_pixel_budget_and_give_it_back(tmp_path: Path) -> None:
-    # Room for one 64x64 image at a time (but not two): they decode one after another.
-    pipeline, _ = make_pipeline(tmp_path, max_decode_pixels_in_flight=5000, max_image_pixels=4096)
-    big = png((10, 20, 30), size=(64, 64))
+def test_decodes_wait_for_decode_memory_and_give_it_back(tmp_path: Path) -> None:
+    pipeline, _ = make_pipeline(tmp_path)
+    budget = pipeline.decode_budget
 
     async def scenario() -> None:
         await pipeline.models.load()
+        assert budget.try_take(budget.capacity - 1)  # someone else holds it all
         async with pipeline.request("classify", model=None, version=None) as call:
-            outcome = await call.classify_images([EncodedImage(big)] * 6)
-        assert outcome.logits.shape == (6, 2)
+            waiting = asyncio.create_task(call.classify_images([EncodedImage(GRAY)] * 3))
+            await until(lambda: bool(budget._waiters))  # headers read, waiting for room
+            assert not waiting.done()
+            budget.give(budget.capacity - 1)
+            outcome = await asyncio.wait_for(waiting, 10)
+        assert outcome.logits.shape == (3, 2)
         assert idle(pipeline)
         await pipeline.models.stop(1)
 
     asyncio.run(scenario())
+
+
+def test_a_decode_budget_below_one_maximal_image_is_refused_at_start(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="max_decode_bytes_in_flight"):
+        make_pipeline(tmp_path, max_image_pixels=40_000_000, max_decode_bytes_in_flight=2**28)

@@ -36,7 +36,6 @@ def test_invalid_value_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ({"max_images_per_request": 65, "max_queue_size": 64}, "max_images_per_request"),
         ({"max_body_bytes": 2**20, "max_body_bytes_in_flight": 2**19}, "max_body_bytes"),
-        ({"max_image_pixels": 1000, "max_decode_pixels_in_flight": 999}, "max_image_pixels"),
     ],
 )
 def test_contradicting_settings_are_refused_naming_both(

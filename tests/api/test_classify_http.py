@@ -102,7 +102,7 @@ def test_http_predictions_equal_the_onnx_model_run_directly(
     session = ort.InferenceSession(
         str(version.artifact_path("onnx")), providers=["CPUExecutionProvider"]
     )
-    pre = Preprocessor(entry.config.preprocessing, Limits(40_000_000, 100))
+    pre = Preprocessor(entry.config.preprocessing, Limits(max_pixels=40_000_000))
     for name in ("chelsea.png", "rocket.jpg", "edge_coffee_rgba.png"):
         data = (photos_dir / name).read_bytes()
         (logits,) = session.run(None, {session.get_inputs()[0].name: pre(data)[None]})

@@ -6,7 +6,7 @@ that trickle in, clients that hang up mid-body or mid-queue, odd headers. The se
 runs with small budgets so the memory bound is tight; the test asserts
 
 * its peak RSS (VmHWM, reset after warm-up) stays within the documented formula
-  ``idle + body budget + decode budget x bytes per pixel + batch tensors + slack``;
+  ``idle + body budget + decode budget + batch tensors + slack``;
 * valid requests get 200, or a fast 503 with Retry-After, never anything else;
 * nothing gets another 5xx, and the log holds no traceback;
 * every budget is back to zero afterwards.
@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.preprocess import DECODE_BYTES_PER_PIXEL
+from service.preprocess import worst_cost_bytes
 from tests.reliability import images
 from tests.server_process import ServerProcess
 
@@ -36,7 +36,8 @@ API_KEY = "hostile-suite-key"
 MiB = 2**20
 BODY_BUDGET = 16 * MiB
 MAX_BODY = 8 * MiB
-DECODE_BUDGET_PIXELS = 40_000_000
+#: Room for one maximal decode at a time (the smallest budget the server accepts).
+DECODE_BUDGET = worst_cost_bytes(40_000_000)
 #: ResNet-18 at batch 32: the stacked input and ONNX Runtime's activations for it.
 BATCH_TENSORS = 32 * 3 * 224 * 224 * 4 * 4
 #: The interpreter, allocator arenas and thread stacks growing under load.
@@ -118,15 +119,14 @@ def test_hostile_clients_cannot_exhaust_memory_or_harm_valid_requests(
         decode_threads=2,
         max_body_bytes=MAX_BODY,
         max_body_bytes_in_flight=BODY_BUDGET,
-        max_decode_pixels_in_flight=DECODE_BUDGET_PIXELS,
+        max_decode_bytes_in_flight=DECODE_BUDGET,
         request_timeout_s=20,
     )
     pid = srv.process.pid
     assert post(srv.url, files=[("file", ("good.jpg", GOOD))]).status_code == 200
     idle = current_rss(pid)
     reset_peak(pid)
-    bound = idle + BODY_BUDGET + DECODE_BUDGET_PIXELS * DECODE_BYTES_PER_PIXEL + BATCH_TENSORS
-    bound += SLACK
+    bound = idle + BODY_BUDGET + DECODE_BUDGET + BATCH_TENSORS + SLACK
 
     stop = threading.Event()
     valid: list[httpx.Response] = []
@@ -220,7 +220,7 @@ def test_hostile_clients_cannot_exhaust_memory_or_harm_valid_requests(
     while srv.metric("resnet_serve_in_flight_requests") and time.monotonic() < deadline:
         time.sleep(0.05)  # hung-up requests finish cancelling
     assert srv.metric("resnet_serve_body_bytes_in_flight") == 0
-    assert srv.metric("resnet_serve_decode_pixels_in_flight") == 0
+    assert srv.metric("resnet_serve_decode_bytes_in_flight") == 0
     assert srv.metric("resnet_serve_in_flight_requests") == 0
     assert srv.metric("resnet_serve_requests_total", code="500") == 0
     log = srv.logs()
