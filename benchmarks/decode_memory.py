@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import json
 import subprocess
 import sys
@@ -25,7 +26,12 @@ import numpy as np
 from PIL import Image
 
 SIDE = 6324  # 6324 x 6324 = 39.99 MP, just under the default 40 MP cap
-PHOTO = Path("/work/shared/data/photos/astronaut.png")
+PHOTO = (
+    Path(os.environ.get("RESNET_SERVE_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+    / "data"
+    / "photos"
+    / "astronaut.png"
+)
 
 
 def cases() -> dict[str, bytes]:
@@ -46,7 +52,25 @@ def cases() -> dict[str, bytes]:
         "palette PNG 40 MP": encode(Image.new("P", (SIDE, SIDE), 7), "PNG"),
         "1-bit PNG 40 MP": encode(Image.new("1", (SIDE, SIDE), 1), "PNG"),
         "RGB JPEG 640x480": encode(photo.resize((640, 480)), "JPEG", quality=90),
+        "progressive JPEG 40 MP": encode(
+            Image.new("RGB", (SIDE, SIDE), (90, 120, 200)), "JPEG", progressive=True
+        ),
+        "CMYK JPEG 40 MP": encode(Image.new("CMYK", (SIDE, SIDE), (9, 12, 20, 0)), "JPEG"),
+        "EXIF-rotated RGB PNG 40 MP": encode(
+            Image.new("RGB", (SIDE, SIDE), (90, 120, 200)), "PNG", exif=_rotated()
+        ),
+        "GIF 40 MP": encode(Image.new("P", (SIDE, SIDE), 7), "GIF"),
+        "lossless WebP 16383x2441": encode(
+            Image.new("RGB", (16383, 2441), (90, 90, 200)), "WEBP", lossless=True
+        ),
+        "lossy WebP 16383x2441": encode(Image.new("RGB", (16383, 2441), (90, 90, 200)), "WEBP"),
     }
+
+
+def _rotated() -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    return exif
 
 
 def _status(field: str) -> int:
