@@ -54,14 +54,16 @@ def make_formatter(log_format: LogFormat) -> logging.Formatter:
 
 
 def configure_logging(level: str, log_format: LogFormat) -> None:
-    """One stderr handler on the root logger, replacing earlier ones (``basicConfig``'s).
+    """One stderr handler on the root logger, replacing plain stream handlers
+    (``basicConfig``'s); capture handlers such as pytest's (subclasses) are kept.
 
     uvicorn's own loggers are left to propagate here in JSON mode (``server.py`` passes
     ``log_config=None``), so its start-up and error lines are JSON objects too.
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
-        root.removeHandler(handler)
+        if type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(make_formatter(log_format))
     root.addHandler(handler)
