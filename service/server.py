@@ -9,10 +9,12 @@ Signals, on purpose:
   answering anything left. Exit status 0 after SIGTERM.
 * **Second signal during the drain: cut it.** Whoever sends it wants the process gone now
   (an operator pressing Ctrl-C twice, a supervisor escalating before SIGKILL). Every
-  batcher stops at once: images still queued, and the batch in the engine, are answered
-  503 ``model_unavailable`` (retryable elsewhere) rather than a reset connection; those
-  answers get :data:`CUT_GRACE_S` to be written, then the process exits with
-  :data:`EXIT_DRAIN_CUT`. A third signal stops waiting even for that.
+  request still in the server (queued for a batch, decoding, reading its body) is
+  cancelled and answered 503 ``model_unavailable`` (retryable elsewhere) instead of a
+  reset connection; the batch already in the engine finishes, nothing else runs; the
+  lifespan shutdown then closes the engines and the process exits with
+  :data:`EXIT_DRAIN_CUT`. If connections still hang on after :data:`CUT_GRACE_S`, or on
+  a third signal, uvicorn stops waiting for them (``force_exit``).
 
 Strict mode (``strict``, Triton's exit-on-error): once background loading ends, if any
 model failed to load or runs on another provider than the GPU one it asked for (ONNX
@@ -27,15 +29,17 @@ import asyncio
 import logging
 import math
 import signal
-import time
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import LOGGING_CONFIG
 
 from service.api import create_app
+from service.api.errors import error_response
 from service.api.health import startup_problems
+from service.errors import ModelUnavailable
 from service.logs import configure_logging
 from service.settings import Settings
 from service.tracing import configure_tracing, shutdown_tracing
@@ -46,21 +50,59 @@ logger = logging.getLogger(__name__)
 EXIT_STARTUP_FAILED = 3
 #: Exit status when a second signal cut the drain short.
 EXIT_DRAIN_CUT = 4
-#: After a cut, how long the 503 answers may take to reach their clients.
-CUT_GRACE_S = 1.0
+#: After a cut, how long connections may take to close before uvicorn stops waiting.
+CUT_GRACE_S = 2.0
+
+
+class CutResponder:
+    """Outermost ASGI wrapper: a request cancelled by a drain cut is answered 503.
+
+    uvicorn answers a cancelled request task with a 500 and an error log; after a cut the
+    truth is "shutting down, retry elsewhere", the same answer a closing batcher gives.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.cut = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except asyncio.CancelledError:
+            if not self.cut or started:
+                raise
+            await _send_shutting_down(scope, receive, send)
+
+
+async def _send_shutting_down(scope: Scope, receive: Receive, send: Send) -> None:
+    error = ModelUnavailable("the server is shutting down; retry elsewhere")
+    response = error_response(error.status, error.code, error.message, error.headers)
+    response.headers["connection"] = "close"
+    await response(scope, receive, send)
 
 
 class DrainingServer(uvicorn.Server):
     """uvicorn.Server with the signal policy and strict check described above."""
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+    def __init__(
+        self, config: uvicorn.Config, app: FastAPI, responder: CutResponder | None = None
+    ) -> None:
         super().__init__(config)
         self._app = app
+        self._responder = responder or CutResponder(app)
         self.exit_code = 0
         self._signalled = False
-        self._cutting = False
         self._strict_pending = bool(app.state.settings.strict)
-        self._cut_task: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._signalled:
@@ -79,12 +121,12 @@ class DrainingServer(uvicorn.Server):
         """Runs in the signal handler: only flags and a callback scheduled on the loop."""
         self._captured_signals.clear()  # the exit status says what happened, not a signal
         self.exit_code = EXIT_DRAIN_CUT
-        if self._cutting:
+        if self._responder.cut:
             self.force_exit = True
             return
-        self._cutting = True
+        self._responder.cut = True
         logger.warning(
-            "signal %d during the drain: cutting it; queued requests get 503, exit status %d",
+            "signal %d during the drain: cutting it; requests still here get 503, exit status %d",
             sig,
             EXIT_DRAIN_CUT,
         )
@@ -93,20 +135,16 @@ class DrainingServer(uvicorn.Server):
         except RuntimeError:  # not serving yet (or any more): nothing to answer
             self.force_exit = True
             return
-        loop.call_soon_threadsafe(self._start_cut)
+        loop.call_soon_threadsafe(self._cancel_requests, loop)
 
-    def _start_cut(self) -> None:
-        self._cut_task = asyncio.ensure_future(self._cut())
+    def _cancel_requests(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Each cancelled request task is answered 503 by CutResponder; their connections
+        # then close and uvicorn's wait for them ends by itself, lifespan shutdown included.
+        for task in list(self.server_state.tasks):
+            task.cancel()
+        loop.call_later(CUT_GRACE_S, self._give_up_waiting)
 
-    async def _cut(self) -> None:
-        batchers = [m.batcher for m in self._app.state.pool.all() if m.batcher is not None]
-        # stop(0): no more waiting for queued work; everything left is answered 503.
-        await asyncio.gather(*(b.stop(0) for b in batchers), return_exceptions=True)
-        deadline = time.monotonic() + CUT_GRACE_S
-        # Bounded wait for the 503s above to be written; uvicorn has no "connections
-        # closed" event, it polls its connection set the same way.
-        while self.server_state.connections and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+    def _give_up_waiting(self) -> None:
         self.force_exit = True
 
     async def on_tick(self, counter: int) -> bool:
@@ -131,8 +169,9 @@ def run_server(settings: Settings) -> int:
     if settings.tracing:
         configure_tracing()
     app = create_app(settings)
+    responder = CutResponder(app)
     config = uvicorn.Config(
-        app,
+        responder,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -144,7 +183,7 @@ def run_server(settings: Settings) -> int:
         access_log=settings.log_level == "debug",
         server_header=False,
     )
-    server = DrainingServer(config, app)
+    server = DrainingServer(config, app, responder)
     try:
         server.run()
     finally:
