@@ -1,5 +1,6 @@
-# One entry point for people and CI. `make serve` on a fresh machine sets everything up
-# and serves the default model; `make test` runs the test suite.
+# One entry point for people and CI. `make serve` on a fresh machine installs what serving
+# and export need (no test or load tools), exports the default model and serves it;
+# `make test` adds the rest and runs the test suite; `make install` installs everything.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -19,21 +20,29 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# Two stamps: `make test` after `make serve` installs only what is still missing.
+SERVE_EXTRAS = $(ORT_EXTRA),export
+ALL_EXTRAS = $(ORT_EXTRA),export,quantize,tracing,test,load
+
+$(VENV)/.installed-serve: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install $(TORCH_SPEC)
-	$(BIN)/python -m pip install -e ".[$(ORT_EXTRA),export,quantize,test,load]"
+	$(BIN)/python -m pip install -e ".[$(SERVE_EXTRAS)]"
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.installed-serve
+	$(BIN)/python -m pip install -e ".[$(ALL_EXTRAS)]"
 	touch $@
 
 install: $(VENV)/.installed
 
 # Pretrained weights when they can be had (torch hub cache or download); otherwise
 # random weights, loudly: a warning, and "random (untrained)" in every response.
-$(REPOSITORY)/$(MODEL)/config.json: | $(VENV)/.installed
+$(REPOSITORY)/$(MODEL)/config.json: | $(VENV)/.installed-serve
 	$(BIN)/resnet-serve export $(MODEL) --weights DEFAULT --allow-random-fallback --repository $(REPOSITORY)
 
 model: $(REPOSITORY)/$(MODEL)/config.json
 
-serve: install model
+serve: $(VENV)/.installed-serve model
 	$(BIN)/resnet-serve serve --repository $(REPOSITORY) --host $(HOST) --port $(PORT)
 
 test: install

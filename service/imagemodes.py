@@ -45,12 +45,21 @@ def resampled_bytes_per_pixel(mode: str) -> int:
     return 1 if mode in _TO_GREY or mode == "L" else 4
 
 
+#: Peak bytes per pixel of a WebP decode (see peak_bytes_per_pixel), rounded up.
+WEBP_PEAK_BYTES_PER_PIXEL = 17
+
+
 def peak_bytes_per_pixel(image: Image.Image, data: bytes | bytearray) -> int:
     """Peak bytes per decoded pixel of decoding, orienting and converting ``image``, from
     its header (and, for PNG, its chunk headers in ``data``)."""
     peak = _peak_bytes_per_pixel(image.mode)
     if image.mode in RESIZED_AS_IS and _may_rotate(image, data):
         peak *= 2  # no smaller copy to transpose: source and its transpose coexist
+    if image.format == "WEBP":
+        # Pillow decodes WebP through libwebp's animation decoder, which holds its RGBA
+        # canvas and previous frame while Pillow copies the frame out (measured: 610 MiB
+        # for 16383x2441, lossy or lossless; benchmarks/decode_memory.py).
+        peak = max(peak, WEBP_PEAK_BYTES_PER_PIXEL)
     return peak
 
 

@@ -6,7 +6,15 @@ Each app gets its own :class:`Metrics` on its own registry, so two apps in one p
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 PREFIX = "resnet_serve"
 
@@ -146,3 +154,8 @@ class Metrics:
             MODEL_LABELS,
             registry=r,
         )
+        # Process (CPU seconds, RSS, open fds), Python platform and GC figures, on this
+        # registry rather than the global one: /metrics serves only this registry.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)

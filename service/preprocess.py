@@ -79,9 +79,9 @@ _FIXED_COST_BYTES = 8 * 1024 * 1024
 #: A progressive JPEG keeps every DCT coefficient (2 bytes, up to 3 components) of the
 #: full-size image while it decodes, whatever the draft scale.
 _PROGRESSIVE_BYTES_PER_HEADER_PIXEL = 6
-#: Worst-case bytes per pixel of any decode: a 4-byte mode plus its converted or rotated
-#: copy (8), plus a progressive JPEG's coefficients (6), rounded up.
-WORST_BYTES_PER_PIXEL = 16
+#: Worst-case bytes per pixel of any decode: WebP's (17, see imagemodes), above a 4-byte
+#: mode plus its converted or rotated copy (8) plus a progressive JPEG's coefficients (6).
+WORST_BYTES_PER_PIXEL = 17
 #: The fixed cost plus the largest resize temporaries any image under a 40 MP-class cap
 #: needs (a 32:1 image whose long axis is resampled whole: ~37 MiB), rounded up.
 WORST_FIXED_BYTES = 64 * 1024 * 1024

@@ -116,6 +116,46 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # --- operations: start-up checks, secrets from files, logs, tracing ---------------
+    strict: bool = Field(
+        False,
+        description="Exit non-zero at start-up when a model fails to load or a requested "
+        "GPU provider is not the one running (Triton's exit-on-error).",
+    )
+    require_all_models: bool = Field(
+        False, description="Ready only when every model serves, not just the default one."
+    )
+    api_key_file: Path | None = Field(
+        None,
+        description="Read the API key from this file (stripped), e.g. a mounted secret; "
+        "keeps the key off the command line.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="'json': one JSON object per log line, with the request id."
+    )
+    tracing: bool = Field(
+        False,
+        description="Export OpenTelemetry spans, configured by the standard OTEL_* "
+        "environment variables (needs the 'tracing' extra).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _api_key_from_file(cls, data: Any) -> Any:
+        """Fill ``api_key`` from ``api_key_file``: a mounted secret never appears in ``ps``."""
+        if not isinstance(data, dict) or not data.get("api_key_file"):
+            return data
+        if data.get("api_key"):
+            raise ValueError("give the API key once: api_key or api_key_file, not both")
+        path = Path(data["api_key_file"])
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read the API key file {path}: {exc}") from None
+        if not key:
+            raise ValueError(f"the API key file {path} is empty")
+        return {**data, "api_key": key}
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         """Refuse settings that would make valid requests fail forever, at start-up."""

@@ -19,7 +19,9 @@ from starlette.types import Scope
 
 import service
 from service.api.errors import install_error_handlers
+from service.api.health import build_health_router
 from service.api.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
+from service.api.request_id import RequestIdMiddleware
 from service.api.routes import build_router
 from service.errors import UnknownModel
 from service.metrics import Metrics
@@ -77,6 +79,7 @@ def create_app(settings: Settings, *, pool: ModelPool | None = None) -> FastAPI:
     app.state.draining = False
     install_error_handlers(app)
     app.include_router(build_router(settings))
+    app.include_router(build_health_router(settings))
 
     def fallback_labels(scope: Scope) -> tuple[str, str]:
         """Labels for requests refused before the pipeline resolved their model."""
@@ -102,4 +105,6 @@ def create_app(settings: Settings, *, pool: ModelPool | None = None) -> FastAPI:
         door_of=door_of,
         fallback_labels=fallback_labels,
     )
+    # Outermost: every answer, even one sent by the middleware above, carries the id.
+    app.add_middleware(RequestIdMiddleware)
     return app

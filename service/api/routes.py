@@ -3,8 +3,7 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import Response
 
 from service.api.body import cancel_on_disconnect, read_images
 from service.api.middleware import mark_observed
@@ -94,30 +93,6 @@ def build_router(settings: Settings) -> APIRouter:
         return ModelsResponse(
             default_model=pool.default_name, models=[_model_info(pool, m) for m in pool.all()]
         )
-
-    @router.get("/health/live")
-    async def live() -> dict[str, str]:
-        """The process answers: the event loop is not blocked. Nothing more is checked."""
-        return {"status": "alive"}
-
-    @router.get("/health/ready", responses={503: {"description": "not ready"}})
-    async def ready(request: Request) -> JSONResponse:
-        pool: ModelPool = request.app.state.models
-        models = {f"{m.name}:{m.number}": m.status for m in pool.all()}
-        serving = [m for m in pool.all() if m.serving]
-        draining = bool(request.app.state.draining)
-        is_ready = pool.loaded and bool(serving) and not draining
-        status = "draining" if draining else ("ready" if is_ready else "not ready")
-        unavailable = {k: v for k, v in models.items() if v != "ready"}
-        return JSONResponse(
-            {"status": status, "models": models, "unavailable": unavailable},
-            status_code=200 if is_ready else 503,
-        )
-
-    @router.get("/metrics")
-    async def metrics(request: Request) -> Response:
-        registry = request.app.state.metrics.registry
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
 

@@ -160,7 +160,13 @@ def test_ready_only_after_warmup(start_server, model_repository: Path) -> None:
     assert httpx.get(f"{srv.url}/health/live").status_code == 200
     srv.wait_ready(timeout_s=120)
     ready = httpx.get(f"{srv.url}/health/ready").json()
-    assert ready == {"status": "ready", "models": {"resnet18:1": "ready"}, "unavailable": {}}
+    assert ready == {
+        "status": "ready",
+        "default_model": "resnet18",
+        "models": {"resnet18:1": "ready"},
+        "unavailable": {},
+        "failed": {},
+    }
 
 
 def test_models_lists_weights_origin_and_engine(server: ServerProcess) -> None:

@@ -85,7 +85,10 @@ def test_client_deadline_header_gives_504_and_the_image_is_not_run(tmp_path: Pat
 
 
 def test_model_whose_session_fails_is_reported_and_others_serve(tmp_path: Path) -> None:
-    app, _ = build_app(tmp_path, names=("broken", "fake"), failing=("broken",))
+    # The default model serves (readiness needs it); the broken one is named in the body.
+    app, _ = build_app(
+        tmp_path, names=("broken", "fake"), failing=("broken",), default_model="fake"
+    )
 
     async def scenario() -> None:
         async with running(app) as client:
