@@ -17,6 +17,22 @@ LOGITS = np.array([[1.0, 3.0, 2.0]], dtype=np.float32)
 ONE_INPUT = b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1], "data": [1]}]}'
 
 
+def header(
+    parameters: dict[str, object] | None = None,
+    outputs: list[object] | None = None,
+    request: dict[str, object] | None = None,
+) -> bytes:
+    """A one-input request header with input ``parameters``, ``outputs`` or request ones."""
+    tensor: dict[str, object] = {"name": "input", "datatype": "FP32", "shape": [1]}
+    tensor.update({"parameters": parameters} if parameters else {"data": [1]})
+    doc: dict[str, object] = {"inputs": [tensor]}
+    if outputs:
+        doc["outputs"] = outputs
+    if request:
+        doc["parameters"] = request
+    return json.dumps(doc).encode()
+
+
 def client_body(
     inputs: list[httpclient.InferInput],
     outputs: list[httpclient.InferRequestedOutput] | None = None,
@@ -97,26 +113,14 @@ def test_tritonclient_reads_our_response(binary: bool) -> None:
         (b"{}", "9", "from 0 to the body's 2 bytes"),
         (b"{}", "x", "from 0 to"),
         (ONE_INPUT + b"xx", str(len(ONE_INPUT)), "2 bytes of binary data follow"),
+        (header(parameters={"binary_data_size": 4}), None, "4 bytes of binary data, 0 are left"),
+        (header(parameters={"shared_memory_region": "r"}), None, "shared memory"),
         (
-            b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": 4}}]}',
-            None,
-            "4 bytes of binary data, 0 are left",
-        ),
-        (
-            b'{"inputs": [{"name": "i", "datatype": "FP32", "shape": [1], "data": [1], "parameters": {"shared_memory_region": "r"}}]}',
-            None,
-            "shared memory",
-        ),
-        (
-            b'{"inputs": [{"name": "i", "datatype": "FP32", "shape": [1], "data": [1]}], "outputs": [{"name": "logits", "parameters": {"classification": 0}}]}',
+            header(outputs=[{"name": "logits", "parameters": {"classification": 0}}]),
             None,
             "positive integer",
         ),
-        (
-            b'{"inputs": [{"name": "i", "datatype": "FP32", "shape": [1], "data": [1]}], "parameters": {"timeout": "soon"}}',
-            None,
-            "microseconds",
-        ),
+        (header(request={"timeout": "soon"}), None, "microseconds"),
     ],
 )
 def test_malformed_requests_are_bad_requests_that_say_why(

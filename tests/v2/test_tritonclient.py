@@ -1,0 +1,357 @@
+"""The real server driven by Triton's own clients, tritonclient.http and tritonclient.grpc."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from PIL import Image
+
+from service.repository import scan_repository
+from tests.v2.conftest import API_KEY, V2Server
+
+MODEL = "resnet20"
+CIFAR_CLASSES = 10
+
+
+def jpeg_input(module: object, images: list[bytes]) -> object:
+    tensor = module.InferInput("image", [len(images), 1], "BYTES")  # type: ignore[attr-defined]
+    tensor.set_data_from_numpy(np.array(images, dtype=object).reshape(-1, 1))
+    return tensor
+
+
+@pytest.fixture(scope="module")
+def http(v2_server: V2Server) -> httpclient.InferenceServerClient:
+    return httpclient.InferenceServerClient(v2_server.rest)
+
+
+@pytest.fixture(scope="module")
+def grpc(v2_server: V2Server) -> grpcclient.InferenceServerClient:
+    return grpcclient.InferenceServerClient(v2_server.grpc)
+
+
+def test_health_answers_on_both_doors(
+    http: httpclient.InferenceServerClient, grpc: grpcclient.InferenceServerClient
+) -> None:
+    for client in (http, grpc):
+        assert client.is_server_live()
+        assert client.is_server_ready()
+        assert client.is_model_ready(MODEL)
+        assert client.is_model_ready(MODEL, "1")
+        assert not client.is_model_ready("no-such-model")
+
+
+def test_metadata_lists_both_inputs_and_both_outputs(
+    http: httpclient.InferenceServerClient, grpc: grpcclient.InferenceServerClient
+) -> None:
+    server = http.get_server_metadata()
+    assert server["name"] == "resnet-serve"
+    assert {"binary_tensor_data", "classification"} <= set(server["extensions"])
+    assert grpc.get_server_metadata(as_json=True)["extensions"] == server["extensions"]
+
+    rest = http.get_model_metadata(MODEL)
+    assert rest["versions"] == ["1"] and rest["platform"] == "onnxruntime_onnx"
+    shapes = {t["name"]: (t["datatype"], t["shape"]) for t in rest["inputs"] + rest["outputs"]}
+    assert shapes == {
+        "image": ("BYTES", [-1, 1]),
+        "input": ("FP32", [-1, 3, 32, 32]),
+        "logits": ("FP32", [-1, CIFAR_CLASSES]),
+        "probabilities": ("FP32", [-1, CIFAR_CLASSES]),
+    }
+    over_grpc = grpc.get_model_metadata(MODEL)
+    assert [(t.name, t.datatype, list(t.shape)) for t in over_grpc.inputs] == [
+        (t["name"], t["datatype"], t["shape"]) for t in rest["inputs"]
+    ]
+
+
+def test_config_statistics_and_index_parse_in_both_clients(
+    http: httpclient.InferenceServerClient, grpc: grpcclient.InferenceServerClient
+) -> None:
+    config = http.get_model_config(MODEL)
+    assert config["max_batch_size"] == grpc.get_model_config(MODEL).config.max_batch_size > 0
+    assert [i["name"] for i in config["input"]] == ["image", "input"]
+    grpc.infer(MODEL, [jpeg_input(grpcclient, [_pixel_jpeg()])])  # at least one inference
+    stats = grpc.get_inference_statistics(MODEL).model_stats[0]
+    assert stats.name == MODEL and stats.execution_count >= 1 and stats.inference_count >= 1
+    assert (
+        http.get_inference_statistics(MODEL)["model_stats"][0]["inference_stats"]["success"][
+            "count"
+        ]
+        >= 1
+    )
+    assert [m["name"] for m in http.get_model_repository_index()] == [MODEL]
+    assert grpc.get_model_repository_index().models[0].state == "READY"
+
+
+def _pixel_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (10, 120, 200)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+# -- the same answers on every door ----------------------------------------------------
+CHUNK = 50  # images per request: the sample in a few requests per door
+
+
+def rest_probabilities(client: httpclient.InferenceServerClient, images: list[bytes]) -> np.ndarray:
+    outputs = [httpclient.InferRequestedOutput("probabilities")]
+    return client.infer(MODEL, [jpeg_input(httpclient, images)], outputs=outputs).as_numpy(
+        "probabilities"
+    )
+
+
+def grpc_probabilities(client: grpcclient.InferenceServerClient, images: list[bytes]) -> np.ndarray:
+    outputs = [grpcclient.InferRequestedOutput("probabilities")]
+    return client.infer(MODEL, [jpeg_input(grpcclient, images)], outputs=outputs).as_numpy(
+        "probabilities"
+    )
+
+
+def classify_probabilities(url: str, images: list[bytes]) -> np.ndarray:
+    files = [("file", (f"{i}.jpg", data, "image/jpeg")) for i, data in enumerate(images)]
+    response = httpx.post(
+        f"{url}/classify", params={"top_k": CIFAR_CLASSES}, files=files, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    probabilities = np.zeros((len(images), CIFAR_CLASSES))
+    for row, result in zip(probabilities, response.json()["results"], strict=True):
+        for prediction in result["predictions"]:
+            row[prediction["index"]] = prediction["score"]
+    return probabilities
+
+
+def test_cifar_sample_same_top1_and_probabilities_on_every_door(
+    v2_server: V2Server,
+    http: httpclient.InferenceServerClient,
+    grpc: grpcclient.InferenceServerClient,
+    cifar_sample: list[tuple[str, bytes, int]],
+) -> None:
+    images = [data for _, data, _ in cifar_sample]
+    labels = np.array([label for _, _, label in cifar_sample])
+    chunks = [images[i : i + CHUNK] for i in range(0, len(images), CHUNK)]
+    doors = {
+        "classify": np.concatenate(
+            [classify_probabilities(v2_server.process.url, c) for c in chunks]
+        ),
+        "v2-rest": np.concatenate([rest_probabilities(http, c) for c in chunks]),
+        "v2-grpc": np.concatenate([grpc_probabilities(grpc, c) for c in chunks]),
+    }
+    reference = doors["classify"]
+    for door, probabilities in doors.items():
+        assert probabilities.shape == (len(images), CIFAR_CLASSES), door
+        np.testing.assert_array_equal(probabilities.argmax(1), reference.argmax(1), err_msg=door)
+        np.testing.assert_allclose(probabilities, reference, rtol=0, atol=1e-6, err_msg=door)
+    # The pretrained ResNet-20 reaches 91.7% on the CIFAR-10 test set.
+    assert (reference.argmax(1) == labels).mean() > 0.85
+
+
+def test_fp32_input_gives_what_the_same_pixels_give_as_jpeg(
+    v2_server: V2Server,
+    cifar_repository: Path,
+    http: httpclient.InferenceServerClient,
+    grpc: grpcclient.InferenceServerClient,
+    cifar_sample: list[tuple[str, bytes, int]],
+) -> None:
+    images = [data for _, data, _ in cifar_sample[::30]]
+    pixels = np.stack([preprocessor_of(cifar_repository)(data) for data in images])
+    expected = grpc_probabilities(grpc, images)
+    for module, client in ((httpclient, http), (grpcclient, grpc)):
+        tensor = module.InferInput("input", list(pixels.shape), "FP32")
+        tensor.set_data_from_numpy(pixels)
+        result = client.infer(
+            MODEL, [tensor], outputs=[module.InferRequestedOutput("probabilities")]
+        )
+        np.testing.assert_allclose(result.as_numpy("probabilities"), expected, rtol=0, atol=1e-6)
+
+
+def test_classification_extension_returns_tritons_strings(
+    http: httpclient.InferenceServerClient,
+    grpc: grpcclient.InferenceServerClient,
+    cifar_repository: Path,
+    cifar_sample: list[tuple[str, bytes, int]],
+) -> None:
+    class_names = scan_repository(cifar_repository)[0].config.labels
+    images = [data for _, data, _ in cifar_sample[:4]]
+    probabilities = grpc_probabilities(grpc, images)
+    for module, client in ((httpclient, http), (grpcclient, grpc)):
+        wanted = [module.InferRequestedOutput("probabilities", class_count=3)]
+        classes = client.infer(MODEL, [jpeg_input(module, images)], outputs=wanted).as_numpy(
+            "probabilities"
+        )
+        assert classes.shape == (len(images), 3)
+        for row, expected in zip(classes, probabilities, strict=True):
+            parsed = [item.decode().split(":") for item in row]
+            indices = [int(index) for _, index, _ in parsed]
+            assert indices == list(np.argsort(-expected, kind="stable")[:3])
+            assert [label for _, _, label in parsed] == [class_names[i] for i in indices]
+            assert [float(s) for s, _, _ in parsed] == pytest.approx(expected[indices], abs=1e-6)
+
+
+def test_json_and_binary_outputs_carry_the_same_values(
+    http: httpclient.InferenceServerClient, cifar_sample: list[tuple[str, bytes, int]]
+) -> None:
+    images = [data for _, data, _ in cifar_sample[:3]]
+    answers = []
+    for binary in (True, False):
+        outputs = [httpclient.InferRequestedOutput("logits", binary_data=binary)]
+        answers.append(
+            http.infer(MODEL, [jpeg_input(httpclient, images)], outputs=outputs).as_numpy("logits")
+        )
+    np.testing.assert_array_equal(answers[0], answers[1])
+    # No output requested: every output, as binary data (tritonclient asks for that).
+    result = http.infer(MODEL, [jpeg_input(httpclient, images)])
+    assert {o["name"] for o in result.get_response()["outputs"]} == {"logits", "probabilities"}
+
+
+# -- errors ----------------------------------------------------------------------------
+def failure(call: Callable[[], object]) -> tuple[str, str]:
+    """(status, message) of the error a client call raises: an HTTP status for
+    tritonclient.http, a ``StatusCode.*`` name for tritonclient.grpc."""
+    with pytest.raises(InferenceServerException) as caught:
+        call()
+    return str(caught.value.status()), caught.value.message()
+
+
+def both(
+    http: httpclient.InferenceServerClient,
+    grpc: grpcclient.InferenceServerClient,
+    inputs: Callable[[Any], list[Any]],
+    model: str = MODEL,
+    **kwargs: Any,
+) -> tuple[tuple[str, str], tuple[str, str]]:
+    """(REST status, message), (gRPC status, message) of the same failing request."""
+    rest = failure(lambda: http.infer(model, inputs(httpclient), **kwargs))
+    over_grpc = failure(lambda: grpc.infer(model, inputs(grpcclient), **kwargs))
+    return rest, over_grpc
+
+
+def test_unknown_model_is_404_and_not_found(
+    http: httpclient.InferenceServerClient, grpc: grpcclient.InferenceServerClient
+) -> None:
+    rest, over_grpc = both(http, grpc, lambda m: [jpeg_input(m, [_pixel_jpeg()])], model="nope")
+    assert rest == ("404", over_grpc[1]) and over_grpc[0] == "StatusCode.NOT_FOUND"
+    assert "nope" in rest[1]
+    assert failure(lambda: http.get_model_metadata("nope"))[0] == "404"
+    assert failure(lambda: grpc.get_model_metadata("nope"))[0] == "StatusCode.NOT_FOUND"
+
+
+def fp32(module: Any, shape: list[int]) -> list[Any]:
+    tensor = module.InferInput("input", shape, "FP32")
+    tensor.set_data_from_numpy(np.zeros(shape, np.float32))
+    return [tensor]
+
+
+def int32_image(module: Any) -> list[Any]:
+    tensor = module.InferInput("image", [1, 1], "INT32")
+    tensor.set_data_from_numpy(np.zeros((1, 1), np.int32))
+    return [tensor]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "problem"),
+    [
+        (lambda m: [jpeg_input(m, [b"not an image"])], "image"),
+        (lambda m: [jpeg_input(m, [b"\xff\xd8\xff\xe0truncated"])], "image"),
+        (int32_image, "INT32"),
+        (lambda m: fp32(m, [1, 3, 16, 16]), "[N, 3, 32, 32]"),
+        (lambda m: [*fp32(m, [1, 3, 32, 32]), jpeg_input(m, [b"x"])], "exactly one"),
+    ],
+    ids=["not-an-image", "truncated-jpeg", "wrong-datatype", "wrong-shape", "two-inputs"],
+)
+def test_bad_inputs_are_400_and_invalid_argument(
+    http: httpclient.InferenceServerClient,
+    grpc: grpcclient.InferenceServerClient,
+    inputs: Callable[[Any], list[Any]],
+    problem: str,
+) -> None:
+    rest, over_grpc = both(http, grpc, inputs)
+    assert rest[0] == "400" and over_grpc[0] == "StatusCode.INVALID_ARGUMENT"
+    assert problem in rest[1] and rest[1] == over_grpc[1]
+
+
+def test_unknown_output_is_invalid(
+    http: httpclient.InferenceServerClient, grpc: grpcclient.InferenceServerClient
+) -> None:
+    rest = failure(
+        lambda: http.infer(
+            MODEL,
+            [jpeg_input(httpclient, [_pixel_jpeg()])],
+            outputs=[httpclient.InferRequestedOutput("scores")],
+        )
+    )
+    over_grpc = failure(
+        lambda: grpc.infer(
+            MODEL,
+            [jpeg_input(grpcclient, [_pixel_jpeg()])],
+            outputs=[grpcclient.InferRequestedOutput("scores")],
+        )
+    )
+    assert (rest[0], over_grpc[0]) == ("400", "StatusCode.INVALID_ARGUMENT")
+    assert "unknown output 'scores'" in rest[1]
+
+
+def test_request_timeout_parameter_past_is_504_and_deadline_exceeded(
+    http: httpclient.InferenceServerClient, grpc: grpcclient.InferenceServerClient
+) -> None:
+    # Triton's timeout parameter is in microseconds: 1 us has passed before decoding starts.
+    rest, over_grpc = both(http, grpc, lambda m: [jpeg_input(m, [_pixel_jpeg()])], timeout=1)
+    assert (rest[0], over_grpc[0]) == ("504", "StatusCode.DEADLINE_EXCEEDED")
+    assert "deadline" in rest[1]
+
+
+def test_grpc_deadline_bounds_the_request(grpc: grpcclient.InferenceServerClient) -> None:
+    """A deadline the server can meet is met; the gRPC deadline reaches the pipeline as
+    its timeout (the unit test of the servicer checks the value passed)."""
+    result = grpc.infer(MODEL, [jpeg_input(grpcclient, [_pixel_jpeg()])], client_timeout=30)
+    assert result.as_numpy("logits").shape == (1, CIFAR_CLASSES)
+
+
+def test_api_key_is_required_except_for_health(strict_server: V2Server) -> None:
+    http = httpclient.InferenceServerClient(strict_server.rest)
+    grpc = grpcclient.InferenceServerClient(strict_server.grpc)
+    good = {"x-api-key": API_KEY}
+    for headers in (None, {"x-api-key": "wrong"}):
+        rest, over_grpc = both(
+            http, grpc, lambda m: [jpeg_input(m, [_pixel_jpeg()])], headers=headers
+        )
+        assert (rest[0], over_grpc[0]) == ("401", "StatusCode.UNAUTHENTICATED")
+        assert failure(lambda h=headers: http.get_model_metadata(MODEL, headers=h))[0] == "401"
+        assert (
+            failure(lambda h=headers: grpc.get_model_metadata(MODEL, headers=h))[0]
+            == "StatusCode.UNAUTHENTICATED"
+        )
+    for client in (http, grpc):
+        assert client.is_server_ready() and client.is_model_ready(MODEL)
+        assert client.get_model_metadata(MODEL, headers=good)
+        client.infer(
+            MODEL,
+            [jpeg_input(httpclient if client is http else grpcclient, [_pixel_jpeg()])],
+            headers=good,
+        )
+
+
+def test_full_queue_is_503_and_unavailable(strict_server: V2Server) -> None:
+    """Two images never fit a queue of one: refused at admission, before decoding."""
+    http = httpclient.InferenceServerClient(strict_server.rest)
+    grpc = grpcclient.InferenceServerClient(strict_server.grpc)
+    good = {"x-api-key": API_KEY}
+    rest, over_grpc = both(http, grpc, lambda m: [jpeg_input(m, [_pixel_jpeg()] * 2)], headers=good)
+    assert (rest[0], over_grpc[0]) == ("503", "StatusCode.UNAVAILABLE")
+
+
+def test_message_over_the_body_limit_is_413_and_resource_exhausted(strict_server: V2Server) -> None:
+    """An FP32 CIFAR tensor is 12 KiB, over this server's 8 KiB body limit."""
+    http = httpclient.InferenceServerClient(strict_server.rest)
+    grpc = grpcclient.InferenceServerClient(strict_server.grpc)
+    good = {"x-api-key": API_KEY}
+    rest, over_grpc = both(http, grpc, lambda m: fp32(m, [1, 3, 32, 32]), headers=good)
+    assert (rest[0], over_grpc[0]) == ("413", "StatusCode.RESOURCE_EXHAUSTED")
