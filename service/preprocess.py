@@ -46,7 +46,7 @@ DRAFT_MARGIN = 2
 @dataclass(frozen=True)
 class Limits:
     max_pixels: int
-    max_aspect_ratio: float
+    max_aspect_ratio: float = float("inf")
 
 
 def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
@@ -61,6 +61,14 @@ def center_crop_box(width: int, height: int, crop: int) -> tuple[int, int, int, 
     left = round((width - crop) / 2.0)
     top = round((height - crop) / 2.0)
     return left, top, left + crop, top + crop
+
+
+@dataclass(frozen=True)
+class OpenedImage:
+    """An image whose header was read and checked; its pixels are not decoded yet."""
+
+    image: Image.Image
+    decode_pixels: int
 
 
 class Preprocessor:
@@ -84,11 +92,17 @@ class Preprocessor:
         return 3, self.spec.crop_size, self.spec.crop_size
 
     def __call__(self, data: bytes) -> npt.NDArray[np.float32]:
-        image = self.decode(data)
-        return self.to_tensor(self.resize_crop(image))
+        return self.decode(self.open(data))
+
+    def open(self, data: bytes | bytearray) -> OpenedImage:
+        image = self._decode_image(data)
+        return OpenedImage(image, image.width * image.height)
+
+    def decode(self, opened: OpenedImage) -> npt.NDArray[np.float32]:
+        return self.to_tensor(self.resize_crop(opened.image))
 
     # -- stages ------------------------------------------------------------------------
-    def decode(self, data: bytes) -> Image.Image:
+    def _decode_image(self, data: bytes | bytearray) -> Image.Image:
         """Validated, EXIF-oriented RGB image, decoded at reduced scale where safe."""
         if not data:
             raise BadImage(

@@ -6,10 +6,9 @@ import asyncio
 from pathlib import Path
 
 import httpx
-import pytest
 
+from tests.fakes import GRAY, build_app, running
 from tests.reliability import images
-from tests.reliability.apphelpers import GRAY, build_app, running
 from tests.server_process import ServerProcess
 
 KEY = "k3y-for-tests"
@@ -75,9 +74,9 @@ def test_cors_is_off_by_default(server: ServerProcess) -> None:
 
 
 def test_cors_allows_only_configured_origins(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path
 ) -> None:
-    app, _ = build_app(tmp_path, monkeypatch, cors_origins="https://app.example")
+    app, _ = build_app(tmp_path, cors_origins="https://app.example")
 
     async def scenario() -> None:
         async with running(app) as client:
