@@ -79,11 +79,12 @@ class InferenceServicer(proto.BaseServicer):  # type: ignore[misc]  # generated 
         return proto.message("ServerReadyResponse", {"ready": ready})
 
     async def ModelReady(self, request: Any, context: Any) -> Any:
-        async def work() -> Any:
-            served = self._resolve(request.name, request.version)
-            return proto.message("ModelReadyResponse", {"ready": served.status == "ready"})
-
-        return await self._answer(context, work)
+        """An unknown model is not ready (not an error), as Triton answers it."""
+        try:
+            ready = self._resolve(request.name, request.version).serving
+        except UnknownModel:
+            ready = False
+        return proto.message("ModelReadyResponse", {"ready": ready})
 
     # -- metadata ----------------------------------------------------------------------
     async def ServerMetadata(self, request: Any, context: Any) -> Any:

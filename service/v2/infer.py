@@ -64,7 +64,7 @@ def select_input(inputs: Sequence[InputTensor], served: ServedModel) -> InputTen
             f"input {tensor.name!r} must be {expected}, got {tensor.datatype}",
         )
     if tensor.name == IMAGE_INPUT:
-        if len(tensor.shape) == 2 and tensor.shape[1] != 1 or len(tensor.shape) > 2:
+        if len(tensor.shape) > 2 or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
             raise BadRequest(
                 f"input {IMAGE_INPUT!r} has shape {list(tensor.shape)}; "
                 "it takes [N] or [N, 1] (one encoded image per batch item)"

@@ -51,7 +51,7 @@ def server_metadata() -> dict[str, Any]:
 
 def server_ready(models: ModelPool, draining: bool) -> bool:
     """Ready as ``/health/ready`` is: loaded, not draining, at least one model serving."""
-    return models.loaded and not draining and any(m.status == "ready" for m in models.all())
+    return models.loaded and not draining and any(m.serving for m in models.all())
 
 
 def tensor_specs(served: ServedModel) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -16,7 +16,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from service.api.body import cancel_on_disconnect, read_body
+from service.api.body import _chunks as body_chunks
+from service.api.body import cancel_on_disconnect
+from service.api.middleware import mark_observed
+from service.api.routes import request_timeout_s
 from service.errors import UnsupportedMediaType
 from service.pipeline import Pipeline
 from service.pool import ServedModel
@@ -139,7 +142,7 @@ def build_v2_router(settings: Settings) -> APIRouter:
     @router.get("/models/{model}/versions/{version}/ready", summary="Model version ready")
     async def model_ready(request: Request) -> Response:
         async def work() -> Response:
-            is_ready = resolve(request).status == "ready"
+            is_ready = resolve(request).serving
             return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
         return await answer(request, work, guarded=False)
@@ -158,12 +161,15 @@ def build_v2_router(settings: Settings) -> APIRouter:
                     f"Content-Encoding {encoding!r} is not accepted", allowed="identity"
                 )
             params = request.path_params
+            timeout_s = request_timeout_s(request)
+            mark_observed(request)  # the pipeline counts it from here on
             async with pipeline_of(request).request(
                 "v2-rest",
                 model=params["model"],
                 version=parse_version(params.get("version")),
+                timeout_s=timeout_s,
             ) as scope:
-                body = await read_body(request, scope)
+                body = b"".join([chunk async for chunk in body_chunks(request, scope)])
                 parsed = parse_request(body, request.headers.get(HEADER_LENGTH))
                 outcome, outputs = await cancel_on_disconnect(request, run(scope, parsed))
             served = outcome.model

@@ -60,13 +60,15 @@ def strict_server(
     cifar_repository: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[V2Server]:
     """An API key, a small body limit (a CIFAR JPEG fits, an FP32 tensor does not) and a
-    queue of one image, so every refusal can be provoked without racing anything."""
+    queue of one image, so one stalled upload fills it: every refusal can be provoked
+    without racing anything."""
     server = start_v2(
         cifar_repository,
         tmp_path_factory.mktemp("v2-strict") / "server.log",
         api_key=API_KEY,
         max_body_bytes=8192,
         max_queue_size=1,
+        max_images_per_request=1,
     )
     yield server
     server.process.stop()

