@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import socket
 import time
@@ -387,3 +388,71 @@ def test_message_over_the_body_limit_is_413_and_resource_exhausted(strict_server
     good = {"x-api-key": API_KEY}
     rest, over_grpc = both(http, grpc, lambda m: fp32(m, [1, 3, 32, 32]), headers=good)
     assert (rest[0], over_grpc[0]) == ("413", "StatusCode.RESOURCE_EXHAUSTED")
+
+
+# -- one batcher behind every door -----------------------------------------------------
+BURSTS = 10  # at most; a burst that shares a batch ends the search
+
+
+async def burst(server: V2Server, images: list[bytes]) -> tuple[int, list[np.ndarray]]:
+    """One /classify request and one V2 REST and one V2 gRPC request per image, all at
+    once: (the /classify request's batch size, every answer's probabilities in order)."""
+    import tritonclient.grpc.aio as grpc_aio
+    import tritonclient.http.aio as http_aio
+
+    rest = http_aio.InferenceServerClient(server.rest)
+    over_grpc = grpc_aio.InferenceServerClient(server.grpc)
+    wanted = "probabilities"
+
+    async def classify(client: httpx.AsyncClient) -> tuple[int, np.ndarray]:
+        files = [("file", ("0.jpg", images[0], "image/jpeg"))]
+        params = {"top_k": CIFAR_CLASSES}
+        body = (await client.post("/classify", params=params, files=files)).json()
+        row = np.zeros(CIFAR_CLASSES)
+        for p in body["results"][0]["predictions"]:
+            row[p["index"]] = p["score"]
+        return body["timings"]["batch_size"], row
+
+    async def v2(module: Any, client: Any, image: bytes) -> np.ndarray:
+        outputs = [module.InferRequestedOutput(wanted)]
+        result = await client.infer(MODEL, [jpeg_input(module, [image])], outputs=outputs)
+        return result.as_numpy(wanted)[0]
+
+    try:
+        async with httpx.AsyncClient(base_url=server.process.url, timeout=30) as client:
+            jobs = [
+                classify(client),
+                *(v2(httpclient, rest, image) for image in images[1:]),
+                *(v2(grpcclient, over_grpc, image) for image in images[1:]),
+            ]
+            (batch_size, first), *rows = await asyncio.gather(*jobs)
+    finally:
+        await rest.close()
+        await over_grpc.close()
+    return batch_size, [first, *rows]
+
+
+def test_classify_and_v2_requests_share_batches_and_answer_as_alone(
+    v2_server: V2Server,
+    grpc: grpcclient.InferenceServerClient,
+    cifar_sample: list[tuple[str, bytes, int]],
+) -> None:
+    images = [data for _, data, _ in cifar_sample[::37]][:5]
+    alone = [grpc_probabilities(grpc, [image])[0] for image in images]
+    expected = [alone[0], *alone[1:], *alone[1:]]  # classify, then REST, then gRPC
+    labels = {"model": MODEL, "version": "1"}
+    batches_before = v2_server.process.metric("resnet_serve_batch_size_count", **labels)
+    images_before = v2_server.process.metric("resnet_serve_batch_size_sum", **labels)
+    shared = 0
+    for attempt in range(1, BURSTS + 1):
+        batch_size, answers = asyncio.run(burst(v2_server, images))
+        for answer, reference in zip(answers, expected, strict=True):
+            np.testing.assert_allclose(answer, reference, rtol=0, atol=1e-6)
+        if batch_size > 1:  # the only /classify request of the burst ran with V2 requests
+            shared = attempt
+            break
+    assert shared, f"/classify never shared a batch with V2 requests in {BURSTS} bursts"
+    batches = v2_server.process.metric("resnet_serve_batch_size_count", **labels) - batches_before
+    images_run = v2_server.process.metric("resnet_serve_batch_size_sum", **labels) - images_before
+    assert images_run == shared * (2 * len(images) - 1)
+    assert batches < images_run  # the batch-size metric saw images sharing batches
