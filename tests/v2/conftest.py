@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.server_process import ServerProcess, free_port
+from tests.server_process import ServerProcess
 
 API_KEY = "v2-secret"
 
@@ -32,14 +32,13 @@ class V2Server:
 
 
 def start_v2(repository: Path, log: Path, **settings: Any) -> V2Server:
-    grpc_port = free_port()
-    process = ServerProcess(repository, log, grpc_port=grpc_port, **settings)
+    process = ServerProcess(repository, log, **settings)  # on a free gRPC port
     try:
         process.wait_ready()
     except BaseException:
         process.stop()
         raise
-    return V2Server(process, grpc_port)
+    return V2Server(process, process.grpc_port)
 
 
 @pytest.fixture(scope="module")
