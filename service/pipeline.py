@@ -198,6 +198,11 @@ class RequestScope:
     def remaining_s(self) -> float:
         return self.deadline - time.monotonic()
 
+    def shorten(self, timeout_s: float | None) -> None:
+        """Apply a client timeout learnt late (e.g. inside a V2 body); never lengthens."""
+        if timeout_s is not None:
+            self.deadline = min(self.deadline, time.monotonic() + timeout_s)
+
     def hold_body(self, nbytes: int) -> None:
         """Charge ``nbytes`` of request body to the body budget, or refuse at once (503)."""
         if nbytes <= 0:

@@ -24,6 +24,13 @@ class Settings(BaseSettings):
     # --- network -------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address to bind; use 0.0.0.0 only in a container.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    # --- V2 gRPC (Open Inference Protocol) -------------------------------------------
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="Port of the V2 gRPC service (0 turns it off)."
+    )
+    grpc_host: str | None = Field(
+        None, description="Address the V2 gRPC service binds (default: the HTTP host)."
+    )
 
     # --- models --------------------------------------------------------------------
     repository: Path = Field(Path("models"), description="Model repository folder.")

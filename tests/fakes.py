@@ -130,6 +130,7 @@ def build_app(
     **overrides: Any,
 ) -> tuple[FastAPI, dict[str, FakeEngine]]:
     """``create_app`` over fake engines; models in ``failing`` cannot create a session."""
+    overrides.setdefault("grpc_port", 0)  # in-process apps: no V2 gRPC port to collide on
     settings = Settings(repository=tmp_path, warmup=False, decode_threads=2, **overrides)
     pool, engines = fake_pool(tmp_path, settings, names=names, failing=failing)
     return create_app(settings, pool=pool), engines

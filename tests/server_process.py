@@ -56,6 +56,9 @@ class ServerProcess:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        # Servers run side by side: each gets its own V2 gRPC port unless a test picks one.
+        settings.setdefault("grpc_port", free_port())
+        self.grpc_port = int(settings["grpc_port"])
         env.update({f"RESNET_SERVE_{k.upper()}": str(v) for k, v in settings.items()})
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(

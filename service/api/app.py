@@ -29,6 +29,8 @@ from service.pipeline import UNRESOLVED, Door, Pipeline
 from service.pool import ModelPool
 from service.repository import scan_repository
 from service.settings import Settings
+from service.v2.grpc_server import start_grpc_server
+from service.v2.rest import build_v2_router
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +56,16 @@ def create_app(settings: Settings, *, pool: ModelPool | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # V2 gRPC on this same event loop and pipeline (None when grpc_port is 0).
+        grpc_server = await start_grpc_server(app, settings)
         # Load in the background: /health/live answers at once, /health/ready waits.
         loading = asyncio.create_task(pool.load(), name="load-models")
         try:
             yield
         finally:
             app.state.draining = True
+            if grpc_server is not None:  # finish accepted calls while the batchers still run
+                await grpc_server.stop(settings.drain_timeout_s)
             if not loading.done():
                 loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
@@ -80,6 +86,7 @@ def create_app(settings: Settings, *, pool: ModelPool | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(build_router(settings))
     app.include_router(build_health_router(settings))
+    app.include_router(build_v2_router(settings))
 
     def fallback_labels(scope: Scope) -> tuple[str, str]:
         """Labels for requests refused before the pipeline resolved their model."""

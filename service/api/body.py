@@ -55,9 +55,7 @@ async def read_images(request: Request, call: RequestScope, max_images: int) -> 
         parser.finalize()
         return parts.images()
     if kind.startswith(RAW_IMAGE_TYPES):
-        body = bytearray()
-        async for chunk in _chunks(request, call):
-            body += chunk
+        body = await read_body(request, call)
         if not body:
             raise BadImage("empty request body: send the image bytes", allowed="one image")
         return [EncodedImage(body)]
@@ -66,6 +64,14 @@ async def read_images(request: Request, call: RequestScope, max_images: int) -> 
         allowed="multipart/form-data with 'file' fields, or a raw body with an image/* "
         "or application/octet-stream content type",
     )
+
+
+async def read_body(request: Request, call: RequestScope) -> bytearray:
+    """The whole body in one buffer, charged to the body budget, read until the deadline."""
+    body = bytearray()
+    async for chunk in _chunks(request, call):
+        body += chunk
+    return body
 
 
 async def _chunks(request: Request, call: RequestScope) -> AsyncIterator[bytes]:

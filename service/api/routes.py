@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 
 from service.api.body import cancel_on_disconnect, read_images
+from service.api.deadline import request_timeout_s
 from service.api.middleware import mark_observed
 from service.api.schemas import (
     ClassifyResponse,
@@ -15,14 +16,11 @@ from service.api.schemas import (
     ModelsResponse,
     Timings,
 )
-from service.errors import BadRequest
 from service.pipeline import Outcome, Pipeline
 from service.pool import ModelPool, ServedModel
 from service.postprocess import top_k as top_k_predictions
 from service.security import check_api_key
 from service.settings import Settings
-
-TIMEOUT_HEADER = "X-Request-Timeout-Ms"
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 408, 413, 415, 422, 503, 504)
@@ -95,22 +93,6 @@ def build_router(settings: Settings) -> APIRouter:
         )
 
     return router
-
-
-def request_timeout_s(request: Request) -> float | None:
-    """The client's own deadline (``X-Request-Timeout-Ms``); it can only shorten ours."""
-    header = request.headers.get(TIMEOUT_HEADER)
-    if header is None:
-        return None
-    try:
-        asked_ms = float(header)
-    except ValueError:
-        asked_ms = -1.0
-    if not asked_ms > 0 or asked_ms == float("inf"):
-        raise BadRequest(
-            f"{TIMEOUT_HEADER} must be a positive number of milliseconds, got {header!r}"
-        )
-    return asked_ms / 1000.0
 
 
 def classify_response(outcome: Outcome, names: list[str | None], top_k: int) -> ClassifyResponse:
