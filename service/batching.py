@@ -160,6 +160,7 @@ class Batcher:
         self._running_since: float | None = None
         self._arrived = asyncio.Event()
         self._closing = False
+        self._stopped = False
         self._worker: asyncio.Task[None] | None = None
         # One thread per model: the engine is never entered concurrently, and a slow
         # model cannot starve another one's batches.
@@ -174,17 +175,23 @@ class Batcher:
             self._worker = asyncio.create_task(self._run(), name=f"batcher-{self._name}")
 
     async def stop(self, drain_timeout_s: float) -> None:
-        """Refuse new work, let queued work finish (bounded), answer whatever is left."""
+        """Refuse new work, let queued work finish (bounded), answer whatever is left.
+
+        Safe to call again (a second signal cuts a drain): it then only answers what is
+        left. After it returns, images submitted under an older reservation are refused.
+        """
         self._closing = True
         self._arrived.set()
-        if self._worker is not None:
+        worker = self._worker
+        if worker is not None and not worker.done():
             try:
-                await asyncio.wait_for(asyncio.shield(self._worker), drain_timeout_s)
+                await asyncio.wait_for(asyncio.shield(worker), drain_timeout_s)
             except asyncio.TimeoutError:
                 logger.error("%s: drain timed out after %.1fs", self._name, drain_timeout_s)
-                self._worker.cancel()
+                worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await self._worker
+                    await worker
+        self._stopped = True
         self._fail_pending(ModelUnavailable("the server is shutting down; retry elsewhere"))
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -229,7 +236,7 @@ class Batcher:
     async def _enqueue(
         self, tensors: Sequence[npt.NDArray[np.float32]], deadline: float
     ) -> list[ItemResult]:
-        if self._closing and self._worker is None:
+        if self._stopped or (self._closing and self._worker is None):
             raise ModelUnavailable("the server is shutting down; retry elsewhere")
         loop = asyncio.get_running_loop()
         now = time.monotonic()
