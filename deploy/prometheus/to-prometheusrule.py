@@ -50,9 +50,7 @@ def prometheus_rule(alerts: dict[str, Any]) -> dict[str, Any]:
 
 def render(source: Path = SOURCE) -> str:
     alerts = yaml.safe_load(source.read_text(encoding="utf-8"))
-    body = yaml.dump(
-        prometheus_rule(alerts), Dumper=_BlockStyleDumper, sort_keys=False, width=1000
-    )
+    body = yaml.dump(prometheus_rule(alerts), Dumper=_BlockStyleDumper, sort_keys=False, width=1000)
     return HEADER + body
 
 
