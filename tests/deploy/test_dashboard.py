@@ -14,14 +14,18 @@ import yaml
 from tests.deploy.conftest import DEPLOY, load_yaml, require_tool
 from tests.deploy.promql import (
     GRAFANA_SUBSTITUTES,
+    PENDING_METRICS,
     alert_queries,
     dashboard_queries,
+    defined_series,
     metric_names,
     substitute_grafana_variables,
     unknown_references,
 )
 
 GRAFANA_BUILTIN_VARIABLES = {"__rate_interval", "__interval", "__range"}
+#: The front doors, as the `protocol` label names them.
+PROTOCOLS = ("classify", "v2-rest", "v2-grpc")
 
 
 def all_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
@@ -207,3 +211,86 @@ def test_every_dashboard_file_has_a_stable_uid(path: Path) -> None:
     data = json.loads(path.read_text())
     assert re.fullmatch(r"[a-zA-Z0-9_-]{1,40}", data["uid"])
     assert data["schemaVersion"] >= 36
+
+
+def test_pending_metrics_are_still_pending() -> None:
+    """PENDING_METRICS (tests/deploy/promql.py) lists what service/metrics.py lacks yet.
+
+    Fails once service/metrics.py exports one of them: delete it from PENDING_METRICS
+    (and the constant, once empty), so that the dashboard check is against the service
+    alone again.
+    """
+    defined = defined_series()
+    arrived = sorted(
+        name
+        for name, labels in PENDING_METRICS.items()
+        if name in defined and labels <= defined[name]
+    )
+    assert arrived == [], f"exported now, remove from PENDING_METRICS: {arrived}"
+
+
+def test_pending_settings_are_still_pending() -> None:
+    from tests.deploy.conftest import DEFINED_SETTING_VARIABLES, PENDING_SETTINGS
+
+    arrived = sorted(PENDING_SETTINGS & DEFINED_SETTING_VARIABLES)
+    assert arrived == [], f"defined now, remove from conftest.PENDING_SETTINGS: {arrived}"
+
+
+def test_dashboard_splits_traffic_latency_and_errors_by_protocol(
+    dashboard: dict[str, Any],
+) -> None:
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    protocol = variables["protocol"]
+    assert protocol["includeAll"] and protocol["allValue"] == ".*"
+    for name in PROTOCOLS:
+        assert name in protocol["description"]
+    queries = exprs(dashboard)
+    panel_queries = [q.expr for q in dashboard_queries(dashboard) if q.where.startswith("panel")]
+    # Every panel query on a per-door metric follows the variable.
+    for query in panel_queries:
+        for metric in ("resnet_serve_requests_total", "resnet_serve_request_duration_seconds"):
+            if metric in query and "job=~" in query:
+                assert 'protocol=~"$protocol"' in query, query
+    joined = "\n".join(queries)
+    assert "sum by (protocol) (rate(resnet_serve_requests_total" in joined
+    assert "sum by (protocol, le) (rate(resnet_serve_request_duration_seconds_bucket" in joined
+    assert "sum by (protocol, code) (rate(resnet_serve_requests_total" in joined
+
+
+def test_dashboard_shows_budgets_against_capacity_and_the_running_batch(
+    dashboard: dict[str, Any],
+) -> None:
+    panel_metrics = [
+        set().union(*(metric_names(t["expr"]) for t in panel.get("targets", [])))
+        for panel in all_panels(dashboard)
+    ]
+    for budget in ("body_bytes", "decode_pixels"):
+        pair = {f"resnet_serve_{budget}_in_flight", f"resnet_serve_{budget}_budget"}
+        assert any(pair <= used for used in panel_metrics), f"{budget}: use and budget together"
+    assert any("resnet_serve_batch_running_seconds" in used for used in panel_metrics)
+
+
+def test_error_ratio_panel_counts_what_the_alert_counts(dashboard: dict[str, Any]) -> None:
+    """503 (overload) and 499 (hang-ups) out, as in ResnetServeHighErrorRate."""
+    (panel,) = [p for p in all_panels(dashboard) if p["title"].startswith("5xx ratio")]
+    (target,) = panel["targets"]
+    rules = load_yaml(DEPLOY / "prometheus" / "alerts.yml")["groups"][0]["rules"]
+    (alert,) = [r for r in rules if r.get("alert") == "ResnetServeHighErrorRate"]
+    for matcher in ('code!="503"', 'code!="499"'):
+        assert matcher in target["expr"] and matcher in alert["expr"]
+
+
+def test_every_alert_links_its_runbook_section() -> None:
+    rules = load_yaml(DEPLOY / "prometheus" / "alerts.yml")["groups"][0]["rules"]
+    deploy_md = (DEPLOY.parent / "docs" / "DEPLOY.md").read_text()
+    # GitHub's anchors: headings lower-cased, punctuation dropped, spaces to dashes.
+    anchors = {
+        re.sub(r"[^a-z0-9 _-]", "", h.strip().lower()).replace(" ", "-")
+        for h in re.findall(r"^#+ (.+)$", deploy_md, re.MULTILINE)
+    }
+    for rule in rules:
+        url = rule["annotations"]["runbook_url"]
+        page, _, anchor = url.partition("#")
+        assert page == "docs/DEPLOY.md", url
+        assert anchor == rule["alert"].lower(), url
+        assert anchor in anchors, f"{rule['alert']}: no section #{anchor} in docs/DEPLOY.md"

@@ -137,3 +137,34 @@ def test_gpu_image_asks_for_cuda_and_cuda_13() -> None:
     assert gpu["ENV"] == "RESNET_SERVE_PROVIDERS=CUDAExecutionProvider"
     # onnxruntime-gpu 1.31 loads libcublas.so.13: a CUDA 12 base would silently run on CPU.
     assert re.search(r"nvidia/cuda:13\.\d+\.\d+-cudnn-runtime-", global_args()["CUDA_BASE_IMAGE"])
+
+
+def test_runtime_installs_exactly_the_hash_checked_lock() -> None:
+    runs = " ".join(args for op, args in stages()["runtime"] if op == "RUN")
+    assert "--require-hashes" in runs
+    assert '-r "/requirements/serve-${VARIANT}.lock"' in runs
+    # The project itself without dependencies: nothing unlocked comes along with it.
+    assert "--no-deps resnet-serve" in runs
+    assert "pip check" in runs
+    for variant in ("cpu", "gpu"):
+        assert (REPO_ROOT / "requirements" / f"serve-{variant}.lock").is_file()
+    build = " ".join(args for op, args in stages()["wheels-build"] if op == "RUN")
+    assert "--require-hashes" in build and "serve-${VARIANT}.lock" in build
+
+
+def test_image_is_labelled_with_version_revision_and_source() -> None:
+    runtime = stages()["runtime"]
+    args = {a.split("=")[0] for op, a in runtime if op == "ARG"}
+    labels = dict(
+        pair.split("=", 1) for op, a in runtime if op == "LABEL" for pair in shlex.split(a)
+    )
+    for key, arg in (("version", "VERSION"), ("revision", "REVISION"), ("source", "SOURCE")):
+        assert labels[f"org.opencontainers.image.{key}"] == "${" + arg + "}"
+        assert arg in args
+    assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
+    assert (REPO_ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
+
+
+def test_image_exposes_http_and_grpc() -> None:
+    (exposed,) = [a for op, a in stages()["runtime"] if op == "EXPOSE"]
+    assert exposed.split() == ["8000", "8001"]

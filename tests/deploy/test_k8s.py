@@ -1,7 +1,8 @@
 """The rendered kustomize overlays, read as data.
 
-Schema validation (kubernetes-validate --strict, the ServiceMonitor CRD schema) runs in
-.ci/deploy-check.sh; these tests check that the pieces fit together and fit the service.
+Schema validation (kubernetes-validate --strict, the Prometheus Operator and KServe CRD
+schemas) runs in .ci/deploy-check.sh; these tests check that the pieces fit together and
+fit the service.
 """
 
 from __future__ import annotations
@@ -18,6 +19,17 @@ from tests.deploy.conftest import K8S, SETTING_VARIABLES, load_yaml
 
 OVERLAYS = ("cpu", "gpu")
 KIND_ORDER = ("ConfigMap", "Service", "Deployment", "PodDisruptionBudget")
+#: API groups every cluster serves: the overlays must apply without any operator.
+BUILT_IN_API_VERSIONS = {
+    "v1",
+    "apps/v1",
+    "policy/v1",
+    "autoscaling/v2",
+    "networking.k8s.io/v1",
+}
+#: The longest a batch may still run when the drain ends: a 64-image ResNet-50 batch on
+#: a 4-core pod takes ~3 s; x3 for a throttled node.
+LONGEST_BATCH_S = 10
 
 
 def by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -49,8 +61,25 @@ def quantity(value: str | int) -> float:
     return float(number) * units[unit]
 
 
+def overlay_with(kustomize: Any, tmp_path: Path, overlay: str, *components: str) -> Any:
+    """An overlay rendered with components added (kustomize wants relative paths)."""
+    folder = tmp_path / f"{overlay}-{'-'.join(components)}"
+    folder.mkdir()
+    lines = [f"resources:\n  - {os.path.relpath(K8S / 'overlays' / overlay, folder)}\n"]
+    lines.append("components:\n")
+    lines += [f"  - {os.path.relpath(K8S / 'components' / c, folder)}\n" for c in components]
+    (folder / "kustomization.yaml").write_text("".join(lines))
+    return kustomize(folder)
+
+
 def test_every_overlay_has_the_expected_objects(rendered: dict[str, dict[str, Any]]) -> None:
-    assert set(rendered) == {*KIND_ORDER, "HorizontalPodAutoscaler", "ServiceMonitor"}
+    assert set(rendered) == {*KIND_ORDER, "HorizontalPodAutoscaler", "NetworkPolicy"}
+
+
+def test_overlays_apply_on_a_plain_cluster(rendered: dict[str, dict[str, Any]]) -> None:
+    """No custom resources: `kubectl apply -k` must not need the Prometheus Operator."""
+    for obj in rendered.values():
+        assert obj["apiVersion"] in BUILT_IN_API_VERSIONS, f"{obj['kind']} {obj['apiVersion']}"
 
 
 def test_probes_ask_the_health_endpoints_on_the_serving_port(
@@ -58,7 +87,9 @@ def test_probes_ask_the_health_endpoints_on_the_serving_port(
 ) -> None:
     c = container(rendered)
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    expected = {"startupProbe": "/health/live", "livenessProbe": "/health/live"}
+    # startup: passes once models loaded and warmed (it bounds loading); live: the
+    # process answers and something serves; ready: traffic welcome.
+    expected = {"startupProbe": "/health/startup", "livenessProbe": "/health/live"}
     expected["readinessProbe"] = "/health/ready"
     for probe, path in expected.items():
         get = c[probe]["httpGet"]
@@ -78,9 +109,10 @@ def test_grace_period_outlasts_pre_stop_and_drain(rendered: dict[str, dict[str, 
             "RESNET_SERVE_DRAIN_TIMEOUT_S", Settings.model_fields["drain_timeout_s"].default
         )
     )
-    # The grace period counts from the preStop hook, and the process needs a moment
-    # to exit after the drain.
-    assert pod["terminationGracePeriodSeconds"] >= float(pre_stop[1]) + drain + 5
+    # The grace period counts from the preStop hook; the batch running when the drain
+    # ends finishes, and the process needs a moment to exit.
+    needed = float(pre_stop[1]) + drain + LONGEST_BATCH_S + 5
+    assert pod["terminationGracePeriodSeconds"] >= needed
 
 
 def test_settings_are_real_settings_and_reach_the_container(
@@ -110,15 +142,15 @@ def test_selectors_match_the_pods_and_the_service(rendered: dict[str, dict[str, 
         assert selector.items() <= labels.items(), kind
     assert rendered["Service"]["spec"]["selector"].items() <= labels.items()
 
-    monitor = rendered["ServiceMonitor"]["spec"]
-    service_labels = rendered["Service"]["metadata"]["labels"]
-    assert monitor["selector"]["matchLabels"].items() <= service_labels.items()
-    service_ports = {p["name"] for p in rendered["Service"]["spec"]["ports"]}
-    (endpoint,) = monitor["endpoints"]
-    assert endpoint["port"] in service_ports
-    assert endpoint["path"] == "/metrics"
-    target = rendered["Service"]["spec"]["ports"][0]["targetPort"]
-    assert target in {p["name"] for p in container(rendered)["ports"]}
+    container_ports = {p["name"]: p["containerPort"] for p in container(rendered)["ports"]}
+    service_ports = {p["name"]: p for p in rendered["Service"]["spec"]["ports"]}
+    assert set(service_ports) == {"http", "grpc"}
+    for name, port in service_ports.items():
+        assert port["targetPort"] == name and name in container_ports
+    settings = rendered["ConfigMap"]["data"]
+    assert container_ports["http"] == int(settings["RESNET_SERVE_PORT"])
+    assert container_ports["grpc"] == int(settings["RESNET_SERVE_GRPC_PORT"])
+    assert service_ports["grpc"]["appProtocol"] == "kubernetes.io/h2c"
 
 
 def test_scrape_annotations_name_the_metrics_port(rendered: dict[str, dict[str, Any]]) -> None:
@@ -149,8 +181,70 @@ def test_autoscaler_owns_the_replica_count(rendered: dict[str, dict[str, Any]]) 
 def test_rollouts_and_disruptions_keep_capacity(rendered: dict[str, dict[str, Any]]) -> None:
     strategy = rendered["Deployment"]["spec"]["strategy"]
     assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+    assert strategy["rollingUpdate"]["maxSurge"] == 1
     pdb = rendered["PodDisruptionBudget"]["spec"]
-    assert pdb.get("maxUnavailable") == 1 or "minAvailable" in pdb
+    assert pdb.get("maxUnavailable") == 1
+    # A drain evicts one pod at a time; with one replica that one is the service.
+    assert rendered["HorizontalPodAutoscaler"]["spec"]["minReplicas"] >= 2
+
+
+def test_replicas_spread_over_nodes_and_zones(rendered: dict[str, dict[str, Any]]) -> None:
+    pod = rendered["Deployment"]["spec"]["template"]["spec"]
+    constraints = {c["topologyKey"]: c for c in pod["topologySpreadConstraints"]}
+    assert set(constraints) == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    # Hard on nodes (every node has the label), soft on zones (not every cluster has).
+    assert constraints["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
+    assert constraints["topology.kubernetes.io/zone"]["whenUnsatisfiable"] == "ScheduleAnyway"
+    for constraint in constraints.values():
+        assert constraint["maxSkew"] == 1
+        selector = constraint["labelSelector"]["matchLabels"]
+        assert selector.items() <= pod_labels(rendered).items()
+        assert constraint["matchLabelKeys"] == ["pod-template-hash"]
+
+
+def test_no_service_account_token_and_api_key_from_a_file(
+    rendered: dict[str, dict[str, Any]],
+) -> None:
+    pod = rendered["Deployment"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    env = {e["name"]: e for e in container(rendered)["env"]}
+    assert "RESNET_SERVE_API_KEY" not in env, "a key in the environment shows in describe"
+    key_file = Path(env["RESNET_SERVE_API_KEY_FILE"]["value"])
+    (mount,) = [m for m in container(rendered)["volumeMounts"] if m["name"] == "api-key"]
+    assert mount["readOnly"] is True and Path(mount["mountPath"]) == key_file.parent
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "api-key"]
+    assert volume["secret"]["secretName"] == "resnet-serve-api-key"
+    assert [i["path"] for i in volume["secret"]["items"]] == [key_file.name]
+    # Readable by the pod's group only (fsGroup), not by the world.
+    assert volume["secret"]["defaultMode"] & 0o007 == 0
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+
+
+def test_network_policy_admits_only_the_serving_ports(rendered: dict[str, dict[str, Any]]) -> None:
+    policy = rendered["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels(rendered).items()
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    allowed = {p["port"] for p in rule["ports"]}
+    # /metrics is served on the HTTP port: the scrape needs no port of its own.
+    assert allowed == {p["name"] for p in container(rendered)["ports"]} == {"http", "grpc"}
+    annotations = rendered["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    (http,) = [p for p in container(rendered)["ports"] if p["name"] == "http"]
+    assert int(annotations["prometheus.io/port"]) == http["containerPort"]
+
+
+def test_memory_limit_covers_the_budgets(rendered: dict[str, dict[str, Any]]) -> None:
+    """Peak RSS <= idle + body budget + decoded pixels x 4 B + batch tensors (DEPLOY.md)."""
+    settings = rendered["ConfigMap"]["data"]
+    body = int(settings["RESNET_SERVE_MAX_BODY_BYTES_IN_FLIGHT"])
+    pixels = int(settings["RESNET_SERVE_MAX_DECODE_PIXELS_IN_FLIGHT"])
+    batch = int(settings["RESNET_SERVE_MAX_BATCH_SIZE"])
+    # Idle ResNet-50 process with its ONNX Runtime arena (measured: ~0.85 GB resident
+    # at 32-image batches, docs/DEPLOY.md), plus the input tensors of two batches.
+    idle = 0.9 * 2**30
+    tensors = 2 * batch * 3 * 224 * 224 * 4
+    limit = quantity(container(rendered)["resources"]["limits"]["memory"])
+    assert idle + body + pixels * 4 + tensors <= limit
 
 
 def test_resources_have_requests_within_limits(rendered: dict[str, dict[str, Any]]) -> None:
@@ -170,6 +264,22 @@ def test_pods_run_unprivileged_as_the_image_user(rendered: dict[str, dict[str, A
     assert security["allowPrivilegeEscalation"] is False
     mounts = {m["mountPath"] for m in container(rendered)["volumeMounts"]}
     assert "/tmp" in mounts, "a read-only root needs a writable /tmp"
+
+
+def test_gpu_overlay_scales_on_in_flight_requests_and_starts_strict(
+    kustomize: Any, service_metrics: dict[str, set[str]]
+) -> None:
+    gpu = by_kind(kustomize(K8S / "overlays" / "gpu"))
+    hpa = gpu["HorizontalPodAutoscaler"]["spec"]
+    (pods,) = [m for m in hpa["metrics"] if m["type"] == "Pods"]
+    assert pods["pods"]["metric"]["name"] == "resnet_serve_in_flight_requests"
+    assert pods["pods"]["metric"]["name"] in service_metrics
+    assert hpa["minReplicas"] >= 2
+    assert gpu["ConfigMap"]["data"]["RESNET_SERVE_STRICT"] == "true"
+    # Five minutes for the CUDA set-up and warm-up, on the endpoint that waits for them.
+    probe = container(gpu)["startupProbe"]
+    assert probe["httpGet"]["path"] == "/health/startup"
+    assert probe["periodSeconds"] * probe["failureThreshold"] == 300
 
 
 def test_gpu_overlay_asks_for_a_gpu_on_gpu_nodes_and_cpu_does_not(kustomize: Any) -> None:
