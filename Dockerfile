@@ -179,11 +179,13 @@ WORKDIR /home/app
 # HTTP (/classify, /v2 REST, /metrics, /health) and Open Inference Protocol gRPC
 # (RESNET_SERVE_GRPC_PORT, default 8001; 0 turns it off).
 EXPOSE 8000 8001
-# Liveness: fails on a hung process, and once model loading ended with nothing serving.
-# Readiness (models warmed) is for load balancers, not for restarts.
+# Healthy = models loaded and warmed, and the process answers: /health/startup is 503
+# while loading (start-period covers it), 200 once the default model serves, and stays
+# 503 if loading ended without it; a hung process does not answer at all.
+# Readiness (draining, stuck engine) is for load balancers, not for restarts.
 # No curl in the slim images; the venv's Python asks instead.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('RESNET_SERVE_PORT', '8000') + '/health/live', timeout=4)"]
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('RESNET_SERVE_PORT', '8000') + '/health/startup', timeout=4)"]
 # Exec form: resnet-serve is PID 1 and gets SIGTERM itself, then drains (drain_timeout_s).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["resnet-serve"]

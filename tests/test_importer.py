@@ -22,7 +22,7 @@ import pytest
 
 from service.cli import main
 from service.repository import scan_repository, sha256_file
-from tests.reliability.apphelpers import png
+from tests.fakes import png
 
 onnx = pytest.importorskip("onnx")
 REPO_ROOT = Path(__file__).resolve().parents[1]

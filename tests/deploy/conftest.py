@@ -25,23 +25,8 @@ DEPLOY = REPO_ROOT / "deploy"
 K8S = REPO_ROOT / "k8s"
 #: Settings service/settings.py defines, as environment variable names.
 DEFINED_SETTING_VARIABLES = frozenset(ENV_PREFIX + n.upper() for n in Settings.model_fields)
-#: PENDING: settings the deployment files already use that service/settings.py gains in
-#: the same release, on other branches (gRPC door, strict start-up, API key file, JSON
-#: logs, memory budgets). Delete once merged: test_pending_settings_are_still_pending
-#: fails as soon as they are defined, to say so.
-PENDING_SETTINGS = frozenset(
-    ENV_PREFIX + name
-    for name in (
-        "GRPC_PORT",
-        "STRICT",
-        "API_KEY_FILE",
-        "LOG_FORMAT",
-        "MAX_BODY_BYTES_IN_FLIGHT",
-        "MAX_DECODE_PIXELS_IN_FLIGHT",
-    )
-)
 #: Every setting as its environment variable name.
-SETTING_VARIABLES = DEFINED_SETTING_VARIABLES | PENDING_SETTINGS
+SETTING_VARIABLES = DEFINED_SETTING_VARIABLES
 
 
 def load_yaml(path: Path) -> Any:

@@ -32,36 +32,6 @@ PROMETHEUS_SERIES = {"up": set(), "scrape_duration_seconds": set()}
 #: Labels Prometheus adds to every scraped series.
 TARGET_LABELS = {"job", "instance"}
 
-#: PENDING: series (and labels) the deployment files already use that service/metrics.py
-#: gains in the same release, on another branch: the `protocol` label (classify, v2-rest,
-#: v2-grpc), the memory-budget gauges, the running batch's age and the process metrics.
-#: They count as exported until that branch is merged; then delete this constant (and
-#: its use in service_series / live_series): test_pending_metrics_are_still_pending
-#: fails as soon as service/metrics.py exports them, to say so.
-PENDING_METRICS: dict[str, set[str]] = {
-    "resnet_serve_requests_total": {"protocol"},
-    "resnet_serve_images_total": {"protocol"},
-    "resnet_serve_in_flight_requests": {"protocol"},
-    "resnet_serve_request_duration_seconds_bucket": {"protocol"},
-    "resnet_serve_request_duration_seconds_sum": {"protocol"},
-    "resnet_serve_request_duration_seconds_count": {"protocol"},
-    "resnet_serve_body_bytes_in_flight": set(),
-    "resnet_serve_body_bytes_budget": set(),
-    "resnet_serve_decode_pixels_in_flight": set(),
-    "resnet_serve_decode_pixels_budget": set(),
-    "resnet_serve_batch_running_seconds": {"model", "version"},
-    "process_resident_memory_bytes": set(),
-}
-
-
-def with_pending(series: dict[str, set[str]]) -> dict[str, set[str]]:
-    """``series`` plus PENDING_METRICS (see there)."""
-    merged = {name: set(labels) for name, labels in series.items()}
-    for name, labels in PENDING_METRICS.items():
-        merged.setdefault(name, set()).update(labels)
-    return merged
-
-
 _KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool"}
 _KEYWORDS |= {"and", "or", "unless", "offset", "inf", "nan"}
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
@@ -156,8 +126,8 @@ def exported_series(exposition: str) -> dict[str, set[str]]:
 
 
 def service_series() -> dict[str, set[str]]:
-    """Series of ``service.metrics.Metrics`` (and PENDING_METRICS), without a server."""
-    return with_pending(defined_series())
+    """Series of ``service.metrics.Metrics``, without a server."""
+    return defined_series()
 
 
 def defined_series() -> dict[str, set[str]]:
@@ -184,7 +154,7 @@ def defined_series() -> dict[str, set[str]]:
 
 def live_series(metrics_url: str, timeout_s: float = 10.0) -> dict[str, set[str]]:
     with urllib.request.urlopen(metrics_url, timeout=timeout_s) as response:
-        return with_pending(exported_series(response.read().decode()))
+        return exported_series(response.read().decode())
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def default_of(value: str) -> str:
 def test_service_healthcheck_asks_the_liveness_endpoint(compose: dict[str, Any]) -> None:
     check = compose["services"]["resnet-serve"]["healthcheck"]
     assert check["test"][0] == "CMD"
-    assert "/health/live" in " ".join(check["test"])
+    assert "/health/startup" in " ".join(check["test"])
     assert seconds(check["timeout"]) < seconds(check["interval"])
 
 
@@ -108,10 +108,7 @@ def test_gpu_override_reserves_an_nvidia_gpu(compose_gpu: dict[str, Any]) -> Non
 def test_service_publishes_http_and_grpc(compose: dict[str, Any]) -> None:
     ports = [default_of(p) for p in compose["services"]["resnet-serve"]["ports"]]
     assert ports == ["8000:8000", "8001:8001"]
-    grpc_default = Settings.model_fields.get("grpc_port")
-    # Until the gRPC door's setting lands (conftest.PENDING_SETTINGS), 8001 is the
-    # agreed default; afterwards it must be the setting's default.
-    assert (grpc_default.default if grpc_default else 8001) == 8001
+    assert Settings.model_fields["grpc_port"].default == 8001
 
 
 def test_gpu_override_starts_strict_with_a_five_minute_loading_budget(

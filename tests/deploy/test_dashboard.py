@@ -14,10 +14,8 @@ import yaml
 from tests.deploy.conftest import DEPLOY, load_yaml, require_tool
 from tests.deploy.promql import (
     GRAFANA_SUBSTITUTES,
-    PENDING_METRICS,
     alert_queries,
     dashboard_queries,
-    defined_series,
     metric_names,
     substitute_grafana_variables,
     unknown_references,
@@ -213,29 +211,6 @@ def test_every_dashboard_file_has_a_stable_uid(path: Path) -> None:
     assert data["schemaVersion"] >= 36
 
 
-def test_pending_metrics_are_still_pending() -> None:
-    """PENDING_METRICS (tests/deploy/promql.py) lists what service/metrics.py lacks yet.
-
-    Fails once service/metrics.py exports one of them: delete it from PENDING_METRICS
-    (and the constant, once empty), so that the dashboard check is against the service
-    alone again.
-    """
-    defined = defined_series()
-    arrived = sorted(
-        name
-        for name, labels in PENDING_METRICS.items()
-        if name in defined and labels <= defined[name]
-    )
-    assert arrived == [], f"exported now, remove from PENDING_METRICS: {arrived}"
-
-
-def test_pending_settings_are_still_pending() -> None:
-    from tests.deploy.conftest import DEFINED_SETTING_VARIABLES, PENDING_SETTINGS
-
-    arrived = sorted(PENDING_SETTINGS & DEFINED_SETTING_VARIABLES)
-    assert arrived == [], f"defined now, remove from conftest.PENDING_SETTINGS: {arrived}"
-
-
 def test_dashboard_splits_traffic_latency_and_errors_by_protocol(
     dashboard: dict[str, Any],
 ) -> None:
@@ -264,7 +239,7 @@ def test_dashboard_shows_budgets_against_capacity_and_the_running_batch(
         set().union(*(metric_names(t["expr"]) for t in panel.get("targets", [])))
         for panel in all_panels(dashboard)
     ]
-    for budget in ("body_bytes", "decode_pixels"):
+    for budget in ("body_bytes", "decode_bytes"):
         pair = {f"resnet_serve_{budget}_in_flight", f"resnet_serve_{budget}_budget"}
         assert any(pair <= used for used in panel_metrics), f"{budget}: use and budget together"
     assert any("resnet_serve_batch_running_seconds" in used for used in panel_metrics)

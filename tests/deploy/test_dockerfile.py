@@ -98,7 +98,7 @@ def test_runtime_stage_installs_offline_and_without_pytorch() -> None:
 def test_healthcheck_matches_compose(compose: dict[str, Any]) -> None:
     healthcheck = dict(stages()["runtime"])["HEALTHCHECK"]
     command = json.loads(healthcheck.split("CMD", 1)[1])
-    assert "/health/live" in command[-1]
+    assert "/health/startup" in command[-1]
     assert command == compose["services"]["resnet-serve"]["healthcheck"]["test"][1:]
     options = dict(opt.lstrip("-").split("=") for opt in shlex.split(healthcheck.split("CMD")[0]))
     assert (
