@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import Gauge
 
+from service import tracing
 from service.batching import ItemResult, Reservation
 from service.budgets import Budget
 from service.errors import (
@@ -222,7 +223,8 @@ class RequestScope:
         """Decode every image with the model's preprocessing, then batch and run them."""
         self._admit(len(images))
         decode_started = time.perf_counter()
-        tensors = await self._decode_all(images)
+        with tracing.span("decode", images=len(images)):
+            tensors = await self._decode_all(images)
         return await self._run(tensors, time.perf_counter() - decode_started)
 
     async def classify_tensors(self, batch: npt.NDArray[np.float32]) -> Outcome:
@@ -334,17 +336,27 @@ class RequestScope:
         reservation, self._reservation = self._reservation, None
         results: list[ItemResult] = await reservation.submit(tensors, self.deadline)
         self._pipeline.metrics.images.labels(*self._key, self._door).inc(len(results))
-        return Outcome(
-            model=self.served,
-            logits=np.stack([r.logits for r in results]),
-            timings=Timings(
-                decode_s=decode_s,
-                queue_s=max(r.queue_s for r in results),
-                inference_s=max(r.inference_s for r in results),
-                total_s=time.perf_counter() - self._started,
-                batch_size=max(r.batch_size for r in results),
-            ),
+        timings = Timings(
+            decode_s=decode_s,
+            queue_s=max(r.queue_s for r in results),
+            inference_s=max(r.inference_s for r in results),
+            total_s=time.perf_counter() - self._started,
+            batch_size=max(r.batch_size for r in results),
         )
+        if tracing.enabled():
+            _trace_batch(timings)
+        return Outcome(
+            model=self.served, logits=np.stack([r.logits for r in results]), timings=timings
+        )
+
+
+def _trace_batch(timings: Timings) -> None:
+    """The queue and inference spans, known once the batch has run (it ended just now)."""
+    end = time.time_ns()
+    ran = end - int(timings.inference_s * 1e9)
+    queued = ran - int(timings.queue_s * 1e9)
+    tracing.finished_span("queue", queued, ran)
+    tracing.finished_span("inference", ran, end, batch_size=timings.batch_size)
 
 
 def status_of(exc: BaseException) -> int:

@@ -67,6 +67,14 @@ def span(name: str, **attributes: Any) -> AbstractContextManager[None]:
     return _child(tracer, name, attributes)
 
 
+def finished_span(name: str, start_ns: int, end_ns: int, **attributes: Any) -> None:
+    """Record a child span that already happened (epoch nanoseconds), e.g. a request's
+    time in the batch queue, known only once its batch has run."""
+    tracer = _state.tracer
+    if tracer is not None:
+        tracer.start_span(name, start_time=start_ns, attributes=attributes).end(end_time=end_ns)
+
+
 @contextmanager
 def _child(tracer: Tracer, name: str, attributes: dict[str, Any]) -> Iterator[None]:
     with tracer.start_as_current_span(name, attributes=attributes):

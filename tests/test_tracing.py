@@ -12,7 +12,7 @@ from opentelemetry.trace import SpanKind
 
 from service import tracing
 from service.api.request_id import RequestIdMiddleware
-from tests.fakes import build_app, run, running
+from tests.fakes import GRAY, build_app, classify, run, running
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -97,3 +97,25 @@ def test_exporter_is_chosen_by_otel_traces_exporter(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ValueError, match="otlp, console or none"):
         tracing.configure_tracing()
     assert not tracing.enabled()
+
+
+def test_classify_exports_read_decode_queue_inference_under_its_request_span(
+    tmp_path: Path, exporter: InMemorySpanExporter
+) -> None:
+    app, _ = build_app(tmp_path)
+
+    async def scenario() -> None:
+        async with running(app) as client:
+            response = await classify(client, GRAY, headers={"traceparent": TRACEPARENT})
+            assert response.status_code == 200
+
+    run(scenario)
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    server = spans["POST /classify"]
+    for stage in ("read", "decode", "queue", "inference"):
+        child = spans[stage]
+        assert child.context.trace_id == server.context.trace_id, stage
+        assert child.parent is not None and child.parent.span_id == server.context.span_id
+        assert server.start_time <= child.start_time <= child.end_time <= server.end_time
+    assert spans["queue"].end_time <= spans["inference"].start_time
+    assert spans["inference"].attributes["batch_size"] == 1

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from service import tracing
 from service.errors import (
     BadImage,
     BadRequest,
@@ -42,6 +43,11 @@ T = TypeVar("T")
 
 async def read_images(request: Request, call: RequestScope, max_images: int) -> list[EncodedImage]:
     """Encoded images from multipart ``file`` fields, or from a raw image body."""
+    with tracing.span("read"):
+        return await _read_images(request, call, max_images)
+
+
+async def _read_images(request: Request, call: RequestScope, max_images: int) -> list[EncodedImage]:
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     kind = content_type.decode("latin-1").lower()
     if kind == "multipart/form-data":
@@ -55,7 +61,7 @@ async def read_images(request: Request, call: RequestScope, max_images: int) -> 
         parser.finalize()
         return parts.images()
     if kind.startswith(RAW_IMAGE_TYPES):
-        body = await read_body(request, call)
+        body = await _read_body(request, call)
         if not body:
             raise BadImage("empty request body: send the image bytes", allowed="one image")
         return [EncodedImage(body)]
@@ -68,6 +74,11 @@ async def read_images(request: Request, call: RequestScope, max_images: int) -> 
 
 async def read_body(request: Request, call: RequestScope) -> bytearray:
     """The whole body in one buffer, charged to the body budget, read until the deadline."""
+    with tracing.span("read"):
+        return await _read_body(request, call)
+
+
+async def _read_body(request: Request, call: RequestScope) -> bytearray:
     body = bytearray()
     async for chunk in _chunks(request, call):
         body += chunk
