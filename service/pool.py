@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from service.batching import Batcher, BatcherConfig
-from service.engines import create_engine, select_engine
+from service.engines import create_engine, max_batch_size_of, select_engine
 from service.engines.base import Engine
+from service.engines.ort_options import fixed_batch_sizes
 from service.errors import ModelUnavailable, UnknownModel
 from service.metrics import Metrics
 from service.preprocess import Limits, Preprocessor
@@ -29,14 +30,9 @@ Status = Literal["loading", "ready", "failed", "stopped"]
 EngineFactory = Callable[[ModelConfig, ModelVersion, Settings], Engine]
 
 
-def _warmup_sizes(max_batch_size: int) -> tuple[int, ...]:
-    """Powers of two up to the limit: ONNX Runtime plans memory per shape seen."""
-    sizes, size = [], 1
-    while size < max_batch_size:
-        sizes.append(size)
-        size *= 2
-    sizes.append(max_batch_size)
-    return tuple(sizes)
+#: Powers of two up to the limit: ONNX Runtime plans memory per shape seen, TensorRT
+#: and CUDA pick kernels per shape, and CUDA graphs run exactly these sizes.
+_warmup_sizes = fixed_batch_sizes
 
 
 @dataclass
@@ -143,9 +139,7 @@ class ModelPool:
         self._defaults: dict[str, int] = {}
         for entry in entries:
             preprocessor = Preprocessor(entry.config.preprocessing, limits)
-            batch = min(
-                entry.config.max_batch_size or settings.max_batch_size, settings.max_batch_size
-            )
+            batch = max_batch_size_of(entry.config, settings)
             self._models[entry.config.name] = {
                 v.info.version: ServedModel(
                     entry, v, preprocessor, batch, stuck_after_s=settings.stuck_batch_after_s

@@ -86,6 +86,13 @@ class ModelConfig(_Frozen):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     #: Run fp16 on GPU (TensorRT / TorchScript CUDA); ignored on CPU.
     fp16: bool = False
+    #: ONNX Runtime on CUDA/TensorRT: capture a CUDA graph per fixed batch size (powers of
+    #: two up to max_batch_size); batches are zero-padded to the next size, logits sliced.
+    cuda_graphs: bool = False
+    #: Where images are decoded and resized. "cuda": JPEGs decoded in batches on the GPU
+    #: and resized there (changes pixels slightly: see docs/GPU.md for the measured top-1
+    #: agreement); other formats still take the exact CPU path.
+    preprocess_device: Literal["cpu", "cuda"] = "cpu"
     description: str = ""
 
 

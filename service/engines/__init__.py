@@ -44,8 +44,14 @@ def load_engine(
     device: str = "auto",
     fp16: bool = False,
     trt_cache_dir: Path | None = None,
+    max_batch_size: int | None = None,
+    cuda_graphs: bool = False,
 ) -> Engine:
-    """An engine for one artifact file, configured from the service settings."""
+    """An engine for one artifact file, configured from the service settings.
+
+    ``max_batch_size`` bounds TensorRT's optimisation profile and the CUDA graph sizes
+    (default: the service's limit).
+    """
     if fmt == "onnx":
         from service.engines.onnxruntime import OnnxRuntimeEngine
 
@@ -57,6 +63,8 @@ def load_engine(
             spinning=settings.intra_op_spinning,
             fp16=fp16,
             trt_cache_dir=trt_cache_dir,
+            max_batch_size=max_batch_size or settings.max_batch_size,
+            cuda_graphs=cuda_graphs,
         )
     from service.engines.torchscript import TorchScriptEngine
 
@@ -74,7 +82,14 @@ def create_engine(config: ModelConfig, version: ModelVersion, settings: Settings
         device=config.device,
         fp16=config.fp16,
         trt_cache_dir=settings.trt_cache_dir / config.name / str(version.info.version),
+        max_batch_size=max_batch_size_of(config, settings),
+        cuda_graphs=config.cuda_graphs,
     )
 
 
-__all__ = ["Engine", "create_engine", "load_engine", "select_engine"]
+def max_batch_size_of(config: ModelConfig, settings: Settings) -> int:
+    """The model's batch limit: its own, never above the service's."""
+    return min(config.max_batch_size or settings.max_batch_size, settings.max_batch_size)
+
+
+__all__ = ["Engine", "create_engine", "load_engine", "max_batch_size_of", "select_engine"]
