@@ -31,7 +31,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -42,6 +42,7 @@ import numpy.typing as npt
 from service.engines.base import Engine
 from service.errors import DeadlineExceeded, EngineError, ModelUnavailable, Overloaded
 from service.metrics import Metrics
+from service.preprocess import Collated, Decoded
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class ItemResult:
 
 @dataclass(eq=False)
 class _Item:
-    tensor: npt.NDArray[np.float32]
+    tensor: Decoded
     future: asyncio.Future[ItemResult]
     enqueued_at: float
     deadline: float
@@ -90,9 +91,7 @@ class Reservation:
         self.count = count
         self._open = True
 
-    async def submit(
-        self, tensors: Sequence[npt.NDArray[np.float32]], deadline: float
-    ) -> list[ItemResult]:
+    async def submit(self, tensors: Sequence[Decoded], deadline: float) -> list[ItemResult]:
         """Queue the decoded images and wait for their results, in order."""
         if len(tensors) != self.count:
             raise ValueError(f"reserved {self.count} images, submitted {len(tensors)}")
@@ -149,8 +148,12 @@ class Batcher:
         config: BatcherConfig,
         metrics: Metrics,
         labels: tuple[str, str],
+        collate: Callable[[Sequence[Decoded]], Collated] | None = None,
     ) -> None:
         self.engine = engine
+        #: Builds the engine batch in the engine thread: the model's preprocessor's
+        #: ``collate`` (np.stack on CPU; a batched GPU decode with preprocess_device cuda).
+        self._collate = collate or _stack
         self.config = config
         self._observe = _Observer(metrics, labels)
         self._name = f"{labels[0]}:{labels[1]}"
@@ -233,9 +236,7 @@ class Batcher:
         self._reserved -= count
         self._arrived.set()  # a topping-up worker need not wait for these any more
 
-    async def _enqueue(
-        self, tensors: Sequence[npt.NDArray[np.float32]], deadline: float
-    ) -> list[ItemResult]:
+    async def _enqueue(self, tensors: Sequence[Decoded], deadline: float) -> list[ItemResult]:
         if self._stopped or (self._closing and self._worker is None):
             raise ModelUnavailable("the server is shutting down; retry elsewhere")
         loop = asyncio.get_running_loop()
@@ -345,7 +346,15 @@ class Batcher:
                 self._observe.queue_wait.observe(started - item.enqueued_at)
             tensors = [item.tensor for item in runnable]
             run_started = self._running_since = time.monotonic()
-            logits = await loop.run_in_executor(self._executor, self._stack_and_run, tensors)
+            logits, rejected = await loop.run_in_executor(
+                self._executor, self._stack_and_run, tensors
+            )
+            # GPU preprocessing only: items whose image failed to decode get their own
+            # error and leave the batch; the others keep their rows, in order.
+            for index, error in rejected.items():
+                if not runnable[index].future.done():
+                    runnable[index].future.set_exception(error)
+            runnable = [item for i, item in enumerate(runnable) if i not in rejected]
             if logits.shape[0] != len(runnable):
                 raise RuntimeError(
                     f"engine returned {logits.shape[0]} rows for a batch of {len(runnable)}"
@@ -374,12 +383,22 @@ class Batcher:
                     ItemResult(row, started - item.enqueued_at, inference_s, len(runnable))
                 )
 
-    def _stack_and_run(self, tensors: list[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
+    def _stack_and_run(
+        self, tensors: list[Decoded]
+    ) -> tuple[npt.NDArray[np.float32], dict[int, Exception]]:
         """In the engine thread: the copy into one batch stays off the event loop."""
-        return self.engine.run(np.stack(tensors))
+        collated = self._collate(tensors)
+        if len(collated.rejected) == len(tensors):
+            return np.empty((0, 0), dtype=np.float32), collated.rejected
+        return self.engine.run(collated.batch), collated.rejected
 
     def _fail_pending(self, error: Exception) -> None:
         while self._pending:
             item = self._pending.popleft()
             if not item.future.done():
                 item.future.set_exception(error)
+
+
+def _stack(tensors: Sequence[Decoded]) -> Collated:
+    """The default batch: the decoded arrays stacked (every CPU-preprocessed model)."""
+    return Collated(np.stack(tensors), {})  # type: ignore[arg-type]  # CPU: arrays only

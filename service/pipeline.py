@@ -49,7 +49,7 @@ from service.errors import (
 )
 from service.metrics import Metrics
 from service.pool import ModelPool, ServedModel
-from service.preprocess import OpenedImage, worst_cost_bytes
+from service.preprocess import Decoded, OpenedImage, worst_cost_bytes
 from service.settings import Settings
 
 Door = Literal["classify", "v2-rest", "v2-grpc"]
@@ -253,8 +253,13 @@ class RequestScope:
         assert self._reservation is not None
         self._reservation.resize(count)
 
-    async def _decode_all(self, images: Sequence[EncodedImage]) -> list[npt.NDArray[np.float32]]:
-        """Decode in parallel in the decode threads; a bad image names itself."""
+    async def _decode_all(self, images: Sequence[EncodedImage]) -> list[Decoded]:
+        """Decode in parallel in the decode threads; a bad image names itself.
+
+        GPU preprocessing (``preprocess_device: cuda``): a JPEG comes back undecoded
+        (:class:`~service.preprocess.PendingJpeg`, header checked) and is decoded with its
+        batch in the engine thread (:mod:`service.preprocess_torch`).
+        """
         jobs = [asyncio.ensure_future(self._decode_one(image.data)) for image in images]
         try:
             done = await asyncio.wait_for(
@@ -264,7 +269,7 @@ class RequestScope:
             raise DeadlineExceeded(
                 "the request's deadline passed while its images were being decoded"
             ) from None
-        tensors: list[npt.NDArray[np.float32]] = []
+        tensors: list[Decoded] = []
         slowest = 0.0
         observe = self._pipeline.metrics.preprocess_duration.labels(*self._key).observe
         for index, (image, outcome) in enumerate(zip(images, done, strict=True)):
@@ -282,13 +287,13 @@ class RequestScope:
             tensors.append(tensor)
         return tensors
 
-    async def _decode_one(self, data: bytes | bytearray) -> tuple[npt.NDArray[np.float32], float]:
+    async def _decode_one(self, data: bytes | bytearray) -> tuple[Decoded, float]:
         """Header, decode budget, pixels: in one decode-thread hop when the budget has room."""
         budget = self._pipeline.decode_budget
         preprocessor = self.served.preprocessor
         deadline = self.deadline
 
-        def open_and_decode() -> tuple[OpenedImage, npt.NDArray[np.float32] | None, float]:
+        def open_and_decode() -> tuple[OpenedImage, Decoded | None, float]:
             if time.monotonic() >= deadline:
                 raise DeadlineExceeded("the request's deadline passed before its decode began")
             started = time.perf_counter()
@@ -307,7 +312,7 @@ class RequestScope:
         cost = opened.cost_bytes
         await budget.take(cost, deadline)
 
-        def decode_held() -> tuple[npt.NDArray[np.float32], float]:
+        def decode_held() -> tuple[Decoded, float]:
             started = time.perf_counter()
             try:
                 return preprocessor.decode(opened), time.perf_counter() - started
@@ -331,7 +336,7 @@ class RequestScope:
                 if_never_run()
             raise
 
-    async def _run(self, tensors: list[npt.NDArray[np.float32]], decode_s: float) -> Outcome:
+    async def _run(self, tensors: Sequence[Decoded], decode_s: float) -> Outcome:
         assert self._reservation is not None
         reservation, self._reservation = self._reservation, None
         results: list[ItemResult] = await reservation.submit(tensors, self.deadline)

@@ -19,7 +19,7 @@ from service.engines.base import Engine
 from service.engines.ort_options import fixed_batch_sizes
 from service.errors import ModelUnavailable, UnknownModel
 from service.metrics import Metrics
-from service.preprocess import Limits, Preprocessor
+from service.preprocess import Limits, Preprocessor, create_preprocessor
 from service.repository import ModelConfig, ModelEntry, ModelVersion
 from service.settings import Settings
 
@@ -138,7 +138,7 @@ class ModelPool:
         self._models: dict[str, dict[int, ServedModel]] = {}
         self._defaults: dict[str, int] = {}
         for entry in entries:
-            preprocessor = Preprocessor(entry.config.preprocessing, limits)
+            preprocessor = create_preprocessor(entry.config, limits)
             batch = max_batch_size_of(entry.config, settings)
             self._models[entry.config.name] = {
                 v.info.version: ServedModel(
@@ -208,6 +208,7 @@ class ModelPool:
             ),
             self.metrics,
             model.key,
+            collate=model.preprocessor.collate,
         )
         model.batcher.start()
         model.status = "ready"

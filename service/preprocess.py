@@ -26,8 +26,10 @@ square photo).
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +37,7 @@ from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
 from service.imagemodes import orient_and_convert, peak_bytes_per_pixel, resampled_bytes_per_pixel
-from service.repository import Preprocessing
+from service.repository import ModelConfig, Preprocessing
 from service.resize import center_crop_box, crop_resize, resize_temp_bytes, resized_size
 
 __all__ = [
@@ -44,10 +46,14 @@ __all__ = [
     "DRAFT_MARGIN",
     "WORST_BYTES_PER_PIXEL",
     "WORST_FIXED_BYTES",
+    "Collated",
+    "Decoded",
     "Limits",
     "OpenedImage",
+    "PendingJpeg",
     "Preprocessor",
     "center_crop_box",
+    "create_preprocessor",
     "resized_size",
     "worst_cost_bytes",
 ]
@@ -108,6 +114,34 @@ class OpenedImage:
     cost_bytes: int
 
 
+@dataclass(frozen=True)
+class PendingJpeg:
+    """A checked JPEG whose pixels are decoded later, with its whole batch, on a GPU.
+
+    Only :mod:`service.preprocess_torch` makes these (``preprocess_device: cuda``); its
+    ``collate`` decodes them in the engine thread. The bytes are a private copy.
+    """
+
+    data: bytearray
+
+
+#: What a decode thread hands the batcher: the model's input, or a JPEG left for the GPU.
+Decoded = npt.NDArray[np.float32] | PendingJpeg
+
+
+@dataclass(frozen=True)
+class Collated:
+    """One engine batch made from queued items, and the items refused while making it.
+
+    ``batch`` holds the accepted items' rows in order; ``rejected`` maps an item's index
+    to its error (a JPEG the GPU and the CPU both failed to decode): only that request
+    fails, not its neighbours in the batch.
+    """
+
+    batch: Any
+    rejected: dict[int, Exception]
+
+
 def worst_cost_bytes(max_pixels: int) -> int:
     """An upper bound on ``OpenedImage.cost_bytes`` for any image under ``max_pixels``.
 
@@ -138,7 +172,11 @@ class Preprocessor:
         return 3, self.spec.crop_size, self.spec.crop_size
 
     def __call__(self, data: bytes | bytearray) -> npt.NDArray[np.float32]:
-        return self.decode(self.open(data))
+        return self.exact(self.open(data))
+
+    def collate(self, items: Sequence[Decoded]) -> Collated:
+        """The batch for the engine, built in the engine thread (so off the event loop)."""
+        return Collated(np.stack(items), {})  # type: ignore[arg-type]  # CPU: arrays only
 
     def open(self, data: bytes | bytearray) -> OpenedImage:
         """Header only: format, pixel cap and draft scale, and what decoding will cost."""
@@ -174,7 +212,11 @@ class Preprocessor:
         cost += resize_temp_bytes(width, height, self.spec, resize_bpp)
         return OpenedImage(image, image.format, width * height, cost)
 
-    def decode(self, opened: OpenedImage) -> npt.NDArray[np.float32]:
+    def decode(self, opened: OpenedImage) -> Decoded:
+        """The image for the batcher; here always :meth:`exact` (a GPU backend may defer)."""
+        return self.exact(opened)
+
+    def exact(self, opened: OpenedImage) -> npt.NDArray[np.float32]:
         """Decode, orient, convert, resize the crop box and normalise; closes the image."""
         return self.to_tensor(self.crop_image(opened))
 
@@ -229,3 +271,13 @@ def _open_formats() -> tuple[str, ...]:
     """Allowed formats whose plugin this Pillow has (WebP is optional at build time)."""
     Image.init()  # imports the plugin modules; none of them sees our bytes
     return tuple(f for f in _OPEN_ORDER if f in Image.OPEN)
+
+
+def create_preprocessor(config: ModelConfig, limits: Limits) -> Preprocessor:
+    """The model's preprocessing backend: this exact CPU one unless its config asks for
+    ``preprocess_device: cuda`` (:mod:`service.preprocess_torch`, which needs torch)."""
+    if config.preprocess_device == "cpu":
+        return Preprocessor(config.preprocessing, limits)
+    from service.preprocess_torch import cuda_preprocessor
+
+    return cuda_preprocessor(config, limits)

@@ -109,9 +109,16 @@ class TorchScriptEngine:
         self.fp16 = fp16
 
     def run(self, batch: Batch) -> Logits:
-        """Logits as float32 on the host, whatever the device and precision."""
+        """Logits as float32 on the host, whatever the device and precision.
+
+        A torch tensor (GPU preprocessing: already on this device) is taken as it is, so
+        the batch never goes through host memory.
+        """
         with torch.inference_mode():
-            inputs = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+            if isinstance(batch, torch.Tensor):
+                inputs = batch
+            else:
+                inputs = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
             inputs = inputs.to(self._device, dtype=self._dtype)
             logits = self._module(inputs)
             return logits.to("cpu", dtype=torch.float32).numpy()

@@ -1,0 +1,159 @@
+"""The torch preprocessing backend (service/preprocess_torch.py), run on CPU here.
+
+The same code runs on a GPU with ``device="cuda"``; the ``gpu`` tests at the end check
+that part where there is one. Agreement with the exact Pillow path is measured on real
+images through real models, since this backend changes pixels by design.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from service.errors import BadImage, ModelConfigError
+from service.pipeline import EncodedImage
+from service.preprocess import Limits, PendingJpeg, Preprocessor, create_preprocessor
+from service.preprocess_torch import TorchPreprocessor
+from tests.fakes import FakeEngine, engine_busy, fake_entry, png, until
+from tests.test_pipeline import make_pipeline
+
+LIMITS = Limits(max_pixels=40_000_000)
+
+
+def jpeg(color: tuple[int, int, int], size: tuple[int, int] = (40, 30), **save: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "JPEG", quality=95, **save)
+    return buffer.getvalue()
+
+
+def cmyk_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("CMYK", (40, 30), (10, 200, 30, 0)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def rotated_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees
+    return jpeg((30, 60, 90), exif=exif.tobytes())
+
+
+@pytest.fixture(scope="module")
+def backend() -> TorchPreprocessor:
+    return TorchPreprocessor(fake_entry(Path(".")).config.preprocessing, LIMITS, device="cpu")
+
+
+# -- the switch -------------------------------------------------------------------------
+def test_config_cpu_keeps_the_exact_preprocessor() -> None:
+    config = fake_entry(Path(".")).config
+    assert config.preprocess_device == "cpu"  # the default
+    assert type(create_preprocessor(config, LIMITS)) is Preprocessor
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+def test_config_cuda_without_a_gpu_is_a_config_error() -> None:
+    config = fake_entry(Path(".")).config.model_copy(update={"preprocess_device": "cuda"})
+    with pytest.raises(ModelConfigError, match="preprocess_device 'cuda'"):
+        create_preprocessor(config, LIMITS)
+
+
+# -- what is deferred, what takes the exact path ------------------------------------------
+def test_a_plain_jpeg_is_left_for_the_batch_decode(backend: TorchPreprocessor) -> None:
+    data = jpeg((200, 100, 50))
+    decoded = backend.decode(backend.open(data))
+    assert isinstance(decoded, PendingJpeg) and bytes(decoded.data) == data
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: png((10, 20, 30)), cmyk_jpeg, rotated_jpeg], ids=["png", "cmyk", "exif"]
+)
+def test_other_images_take_the_exact_cpu_path(
+    backend: TorchPreprocessor, make: Callable[[], bytes]
+) -> None:
+    data = make()
+    decoded = backend.decode(backend.open(data))
+    assert isinstance(decoded, np.ndarray)
+    np.testing.assert_array_equal(decoded, Preprocessor(backend.spec, LIMITS)(data))
+
+
+def test_collate_keeps_item_order_across_both_paths(backend: TorchPreprocessor) -> None:
+    exact = Preprocessor(backend.spec, LIMITS)
+    datas = [jpeg((250, 250, 250)), png((0, 0, 0)), jpeg((120, 120, 120), size=(64, 16))]
+    items = [backend.decode(backend.open(d)) for d in datas]
+    collated = backend.collate(items)
+    assert collated.rejected == {}
+    assert isinstance(collated.batch, torch.Tensor) and collated.batch.shape == (3, 3, 8, 8)
+    for row, data in zip(collated.batch.numpy(), datas, strict=True):
+        # Flat colours: every path gives the same levels, give or take one JPEG level.
+        np.testing.assert_allclose(row, exact(data), atol=2 / 255 / 0.25)
+
+
+def test_a_broken_jpeg_is_rejected_alone(backend: TorchPreprocessor) -> None:
+    good = jpeg((90, 90, 90))
+    broken = bytearray(good[: len(good) // 2])  # header intact, scan data cut
+    items = [PendingJpeg(bytearray(good)), PendingJpeg(broken), PendingJpeg(bytearray(good))]
+    collated = backend.collate(items)
+    assert list(collated.rejected) == [1]
+    assert isinstance(collated.rejected[1], BadImage)
+    assert collated.batch.shape[0] == 2
+
+
+def test_nothing_left_gives_no_batch(backend: TorchPreprocessor) -> None:
+    collated = backend.collate([PendingJpeg(bytearray(b"\xff\xd8\xff\xd9"))])
+    assert collated.batch is None and list(collated.rejected) == [0]
+
+
+# -- through the pipeline and the batcher -----------------------------------------------
+class TensorEngine(FakeEngine):
+    """The fake engine, recording that it was handed a torch tensor (no numpy hop)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[type] = []
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        self.inputs.append(type(batch))
+        return super().run(np.asarray(batch))
+
+
+def test_the_pipeline_hands_the_engine_the_backend_tensor_and_fails_only_the_bad_image(
+    tmp_path: Path,
+) -> None:
+    pipeline, _ = make_pipeline(tmp_path)
+    served = pipeline.models.get("fake")
+    served.preprocessor = TorchPreprocessor(served.entry.config.preprocessing, LIMITS, device="cpu")
+    engine = TensorEngine()
+    pipeline.models._engine_factory = lambda *_: engine
+
+    async def classify(data: bytes) -> np.ndarray:
+        async with pipeline.request("classify", model=None, version=None) as call:
+            return (await call.classify_images([EncodedImage(data)])).logits
+
+    async def scenario() -> None:
+        await pipeline.models.load()
+        engine.gate.clear()  # hold the first batch so the next three queue together
+        first = asyncio.ensure_future(classify(png((0, 0, 0))))
+        await engine_busy(engine)
+        good = jpeg((128, 128, 128))
+        jobs = [classify(good), classify(good[: len(good) // 2]), classify(png((64, 64, 64)))]
+        waiting = asyncio.gather(*jobs, return_exceptions=True)
+        batcher = served.require_batcher()
+        await until(lambda: batcher.queued == 3)  # all three queued behind the held batch
+        engine.gate.set()
+        await first
+        grey, broken, dark = await waiting
+        assert isinstance(broken, BadImage)  # its neighbours in the batch are answered
+        assert isinstance(grey, np.ndarray) and abs(grey[0, 0]) < 0.05  # mid grey: ~0
+        assert isinstance(dark, np.ndarray) and dark[0, 0] == pytest.approx(-1.0, abs=0.01)
+        assert engine.batches[-1] == pytest.approx([grey[0, 0], dark[0, 0]])  # one batch
+        assert all(kind is torch.Tensor for kind in engine.inputs)
+        await pipeline.models.stop(1)
+
+    asyncio.run(scenario())
