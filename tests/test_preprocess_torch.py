@@ -17,20 +17,37 @@ import pytest
 import torch
 from PIL import Image
 
+from benchmarks.agreement import image_files, measure
+from service.engines import load_engine
+from service.engines.base import Engine
 from service.errors import BadImage, ModelConfigError
 from service.pipeline import EncodedImage
 from service.preprocess import Limits, PendingJpeg, Preprocessor, create_preprocessor
 from service.preprocess_torch import TorchPreprocessor
+from service.repository import ModelEntry, load_model
+from service.settings import Settings
 from tests.fakes import FakeEngine, engine_busy, fake_entry, png, until
 from tests.test_pipeline import make_pipeline
 
 LIMITS = Limits(max_pixels=40_000_000)
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device; torch sees none here"
+)
 
 
 def jpeg(color: tuple[int, int, int], size: tuple[int, int] = (40, 30), **save: object) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, "JPEG", quality=95, **save)
     return buffer.getvalue()
+
+
+def cut_jpeg() -> bytes:
+    """A JPEG whose header reads but whose scan data stops half way."""
+    pixels = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    data = buffer.getvalue()
+    return data[: len(data) // 2]
 
 
 def cmyk_jpeg() -> bytes:
@@ -97,8 +114,9 @@ def test_collate_keeps_item_order_across_both_paths(backend: TorchPreprocessor) 
 
 def test_a_broken_jpeg_is_rejected_alone(backend: TorchPreprocessor) -> None:
     good = jpeg((90, 90, 90))
-    broken = bytearray(good[: len(good) // 2])  # header intact, scan data cut
-    items = [PendingJpeg(bytearray(good)), PendingJpeg(broken), PendingJpeg(bytearray(good))]
+    broken = backend.decode(backend.open(cut_jpeg()))  # the header passes the CPU checks
+    assert isinstance(broken, PendingJpeg)
+    items = [PendingJpeg(bytearray(good)), broken, PendingJpeg(bytearray(good))]
     collated = backend.collate(items)
     assert list(collated.rejected) == [1]
     assert isinstance(collated.rejected[1], BadImage)
@@ -142,7 +160,7 @@ def test_the_pipeline_hands_the_engine_the_backend_tensor_and_fails_only_the_bad
         first = asyncio.ensure_future(classify(png((0, 0, 0))))
         await engine_busy(engine)
         good = jpeg((128, 128, 128))
-        jobs = [classify(good), classify(good[: len(good) // 2]), classify(png((64, 64, 64)))]
+        jobs = [classify(good), classify(cut_jpeg()), classify(png((64, 64, 64)))]
         waiting = asyncio.gather(*jobs, return_exceptions=True)
         batcher = served.require_batcher()
         await until(lambda: batcher.queued == 3)  # all three queued behind the held batch
@@ -157,3 +175,65 @@ def test_the_pipeline_hands_the_engine_the_backend_tensor_and_fails_only_the_bad
         await pipeline.models.stop(1)
 
     asyncio.run(scenario())
+
+
+# -- agreement with the exact path, through real models --------------------------------
+#: Measured here (CPU backend): 300/300 on the CIFAR sample through the pretrained
+#: ResNet-20 and 15/15 on the photos through ResNet-18 (random weights), see docs/GPU.md.
+#: The bounds allow a few flips (3 of 300, 1 of 15) so a real regression, not noise, fails.
+CIFAR_MIN_AGREEMENT = 0.99
+PHOTOS_MIN_AGREEMENT = 14 / 15
+
+
+def _engine(repository: Path, name: str) -> tuple[ModelEntry, Engine]:
+    entry = load_model(repository / name)
+    artifact = entry.versions[-1].artifact_path("onnx")
+    return entry, load_engine("onnx", artifact, Settings.model_construct(), device="cpu")
+
+
+def test_top1_agrees_with_the_exact_path_on_the_cifar_sample(
+    cifar_repository: Path, cifar_sample_dir: Path
+) -> None:
+    entry, engine = _engine(cifar_repository, "resnet20")
+    result = measure(entry, engine, image_files(cifar_sample_dir), "cpu")
+    assert result.images == 300 and result.deferred == 300  # every one a JPEG, on the backend
+    assert result.top1_agreement >= CIFAR_MIN_AGREEMENT
+    assert result.all_resized_agreement >= CIFAR_MIN_AGREEMENT
+
+
+def test_top1_agrees_with_the_exact_path_on_the_photos(
+    model_repository: Path, photos_dir: Path
+) -> None:
+    entry, engine = _engine(model_repository, "resnet18")
+    result = measure(entry, engine, image_files(photos_dir), "cpu")
+    assert result.images == 15 and result.deferred >= 3  # the plain JPEGs
+    assert result.top1_agreement >= PHOTOS_MIN_AGREEMENT
+    assert result.all_resized_agreement >= PHOTOS_MIN_AGREEMENT  # torch resize on all 15
+
+
+# -- on a GPU ---------------------------------------------------------------------------
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_backend_decodes_on_the_device_and_agrees_on_the_cifar_sample(
+    cifar_repository: Path, cifar_sample_dir: Path
+) -> None:
+    entry, engine = _engine(cifar_repository, "resnet20")
+    config = entry.config.model_copy(update={"preprocess_device": "cuda"})
+    backend = create_preprocessor(config, LIMITS)
+    assert isinstance(backend, TorchPreprocessor) and backend.device.type == "cuda"
+    data = next(iter(image_files(cifar_sample_dir))).read_bytes()
+    batch = backend.collate([backend.decode(backend.open(data))]).batch
+    assert batch.is_cuda and batch.dtype == torch.float32
+    result = measure(entry, engine, image_files(cifar_sample_dir), "cuda")
+    assert result.top1_agreement >= CIFAR_MIN_AGREEMENT  # nvJPEG against Pillow
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_torchscript_on_cuda_takes_the_device_tensor_as_is(cifar_repository: Path) -> None:
+    entry = load_model(cifar_repository / "resnet20")
+    artifact = entry.versions[-1].artifact_path("torchscript")
+    engine = load_engine("torchscript", artifact, Settings.model_construct(), device="cuda")
+    batch = torch.randn(4, 3, 32, 32)
+    on_device = engine.run(batch.cuda())  # type: ignore[arg-type]
+    np.testing.assert_allclose(on_device, engine.run(batch.numpy()), rtol=1e-4, atol=1e-4)
