@@ -15,7 +15,6 @@ from pydantic import ValidationError
 
 from service.export import DEFAULT_OPSET, DEFAULT_PARITY_BOUND, parity
 from service.export.architectures import get_architecture
-from service.export.onnx_export import export_onnx
 from service.export.torchscript_export import export_torchscript
 from service.export.weights import LoadedModel, WeightsError, load_model
 from service.export.writer import ExportError, VersionWriter, tool_versions
@@ -112,6 +111,10 @@ def export(request: ExportRequest, *, report: Callable[[str], None] = print) -> 
                 report(f"exporting {request.name} to {fmt} ...")
                 path = writer.artifact_path(fmt)
                 if fmt == "onnx":
+                    # Imported here: a TorchScript-only export needs no onnx/onnxscript
+                    # (a GPU host may have torch and torchvision alone).
+                    from service.export.onnx_export import export_onnx
+
                     export_onnx(model.module, path, input_size=size, opset=request.opset)
                 else:
                     export_torchscript(model.module, path, input_size=size)
