@@ -81,3 +81,64 @@ def test_warmup_runs_every_fixed_size(artifact: Path) -> None:
     engine.run = lambda batch: seen.append(len(batch)) or run(batch)  # type: ignore[method-assign]
     engine.warmup(engine.sizes)
     assert seen == [1, 1, 2, 2, 4, 4, 8, 8]
+
+
+# -- on a GPU with onnxruntime-gpu --------------------------------------------------------
+AVAILABLE = ort.get_available_providers()
+needs_ort_cuda = pytest.mark.skipif(
+    "CUDAExecutionProvider" not in AVAILABLE,
+    reason=f"needs onnxruntime-gpu with CUDA; this onnxruntime offers {AVAILABLE}",
+)
+needs_ort_tensorrt = pytest.mark.skipif(
+    "TensorrtExecutionProvider" not in AVAILABLE,
+    reason=f"needs onnxruntime-gpu with TensorRT; this onnxruntime offers {AVAILABLE}",
+)
+
+
+@pytest.mark.gpu
+@needs_ort_cuda
+@pytest.mark.parametrize("cuda_graphs", [False, True], ids=["bound", "graphs"])
+def test_cuda_runs_equal_a_cpu_run(
+    artifact: Path, plain: ort.InferenceSession, cuda_graphs: bool
+) -> None:
+    engine = OnnxRuntimeEngine(
+        artifact, providers=("CUDAExecutionProvider",), max_batch_size=8, cuda_graphs=cuda_graphs
+    )
+    assert engine.device_type == "cuda"
+    engine.warmup(engine.sizes)
+    for size in (1, 3, 8, 3):  # 3 twice: a replayed graph answers the new batch
+        batch = _batch(size) + size
+        np.testing.assert_allclose(engine.run(batch), _reference(plain, batch), atol=1e-3)
+
+
+@pytest.mark.gpu
+@needs_ort_cuda
+def test_a_cuda_torch_tensor_is_bound_on_the_device(
+    artifact: Path, plain: ort.InferenceSession
+) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device")
+    engine = OnnxRuntimeEngine(artifact, providers=("CUDAExecutionProvider",), max_batch_size=8)
+    batch = _batch(4)
+    logits = engine.run(torch.from_numpy(batch).cuda())  # type: ignore[arg-type]
+    np.testing.assert_allclose(logits, _reference(plain, batch), atol=1e-3)
+
+
+@pytest.mark.gpu
+@needs_ort_tensorrt
+def test_tensorrt_builds_its_profile_once_and_caches_it(
+    artifact: Path, plain: ort.InferenceSession, tmp_path: Path
+) -> None:
+    engine = OnnxRuntimeEngine(
+        artifact,
+        providers=("TensorrtExecutionProvider",),
+        max_batch_size=8,
+        fp16=True,
+        trt_cache_dir=tmp_path,
+    )
+    assert engine.provider == "TensorrtExecutionProvider"
+    engine.warmup(engine.sizes)
+    assert any(tmp_path.iterdir())  # engine and timing caches persisted
+    batch = _batch(5)  # not a warm-up size: inside the profile, no rebuild
+    np.testing.assert_allclose(engine.run(batch), _reference(plain, batch), atol=5e-2, rtol=5e-2)
