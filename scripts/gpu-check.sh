@@ -6,9 +6,9 @@
 #
 # Steps (each bounded by `timeout`; the whole run stays under 8 minutes):
 #   1. detect: nvidia-smi, torch.cuda, onnxruntime's providers, the service's imports;
-#   2. install, only when PyPI answers: a venv (system site packages kept) with what is
-#      missing, and onnxruntime-gpu for ONNX Runtime CUDA/TensorRT. Offline, it uses the
-#      wheels carried by scripts/gpu-prepare.sh if there are any, else the python as is;
+#   2. install what is missing, only when PyPI answers (onnxruntime-gpu for ONNX Runtime
+#      CUDA/TensorRT too), into a folder put first on PYTHONPATH; offline, unpack the wheels
+#      carried by scripts/gpu-prepare.sh if any, else use the python as is and say so;
 #   3. export the model (random weights: speed does not depend on them), TorchScript
 #      always (torch + torchvision suffice), ONNX too where onnx/onnxscript exist;
 #   4. the GPU tests: pytest -m gpu;
@@ -49,6 +49,7 @@ fi
 
 NOT_RUN=()
 STEPS=()
+BENCH_OUT="$WORK/bench"
 say() { echo "[gpu-check $((SECONDS - STARTED))s] $*"; }
 not_run() { NOT_RUN+=("$1"); say "NOT RUN: $1"; }
 # step NAME SECONDS COMMAND...: run bounded, log to the work folder, record the outcome.
@@ -64,6 +65,35 @@ step() {
         *) STEPS+=("| $name | failed (exit $rc) |") ;;
     esac
     return $rc
+}
+
+# finish: write the report (steps, benchmark table, what could not run) and exit with
+# the number of failed steps (0: all ran), or 1 when the GPU itself was missing.
+finish() {
+    {
+        echo "# scripts/gpu-check.sh $([ "$DRY" = 1 ] && echo '--cpu-dry-run')"
+        echo
+        echo "- when: $(date -u +%Y-%m-%dT%H:%MZ), $((SECONDS - STARTED)) s"
+        echo "- GPU (nvidia-smi): ${GPU_LINE:-none}"
+        echo "- python: $PY"
+        sed 's/^/- /' "$WORK/probe.txt"
+        echo
+        echo "| step | outcome |"
+        echo "|---|---|"
+        printf '%s\n' "${STEPS[@]}"
+        echo
+        if [ -f "$BENCH_OUT/bench.md" ]; then sed 's/^#/##/' "$BENCH_OUT/bench.md"; echo; fi
+        echo "## Could not run"
+        echo
+        if [ ${#NOT_RUN[@]} -eq 0 ]; then echo "- nothing"; else printf -- '- %s\n' "${NOT_RUN[@]}"; fi
+    } > "$REPORT"
+    [ -f "$BENCH_OUT/bench.json" ] && cp "$BENCH_OUT/bench.json" "${REPORT%.md}.json"
+    say "results: $REPORT"
+    cat "$REPORT"
+    local failed=0 line
+    for line in "${STEPS[@]}"; do [[ $line == *"| ok |"* ]] || failed=$((failed + 1)); done
+    [ "${NO_GPU:-0}" = 1 ] && exit 1
+    exit $((failed > 0))
 }
 
 # -- 1. detect ------------------------------------------------------------------------
@@ -82,6 +112,8 @@ has() { grep -q "^$1=yes" "$WORK/probe.txt"; }
 
 if [ "$DRY" = 0 ] && ! has cuda; then
     not_run "everything on the GPU: torch sees no CUDA device (nvidia-smi: ${GPU_LINE:-none}); try --cpu-dry-run"
+    NO_GPU=1
+    finish
 fi
 
 # -- 2. install (online only; never in the dry run) --------------------------------------
@@ -97,26 +129,23 @@ if [ "$DRY" = 1 ]; then
     say "dry run: installs nothing"
     not_run "the GPU itself: this is the CPU dry run (torch on cpu, ONNX Runtime CPU); it proves the script, not the GPU paths"
 elif [ ${#NEEDED[@]} -gt 0 ] || [ $WANT_ORT_GPU = 1 ]; then
-    # A venv that still sees the system's torch; without venv support, a --target folder
-    # put first on PYTHONPATH. Either way the system python itself is left untouched.
-    VENV="$WORK/venv"
-    if "$PY" -m venv --system-site-packages "$VENV" > "$WORK/venv.log" 2>&1; then
-        PIP=("$VENV/bin/python" -m pip install --quiet); NEW_PY="$VENV/bin/python"
-    else
-        PIP=("$PY" -m pip install --quiet --target "$WORK/site"); NEW_PY=$PY
-        export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
-    fi
+    # Into a folder put first on PYTHONPATH: the python's own packages (torch) stay
+    # visible and untouched (a venv made from a venv would not see them).
+    SITE="$WORK/site"
     if [ $ONLINE = 1 ]; then
         packages=("${NEEDED[@]}")
-        # onnxruntime-gpu shadows the CPU build inside the venv (never both in one env).
+        # onnxruntime-gpu shadows the CPU build from the front of the path (never both
+        # installed into one environment: they share the `onnxruntime` folder).
         [ $WANT_ORT_GPU = 1 ] && packages+=(onnxruntime-gpu)
-        step install 240 "${PIP[@]}" "${packages[@]}" && PY=$NEW_PY
+        step install 240 "$PY" -m pip install --quiet --target "$SITE" "${packages[@]}"
     elif [ -d .cache/gpu-carry/wheels ] && [ ${#NEEDED[@]} -gt 0 ]; then
-        step install-carried 120 "${PIP[@]}" --no-index --find-links .cache/gpu-carry/wheels \
-            "${NEEDED[@]}" && PY=$NEW_PY
+        # A wheel installs by unpacking: no pip and no index needed.
+        step install-carried 60 bash -c 'for w in "$2"/*.whl; do "$0" -m zipfile -e "$w" "$1" || exit 1; done' \
+            "$PY" "$SITE" .cache/gpu-carry/wheels
     elif [ ${#NEEDED[@]} -gt 0 ]; then
         not_run "the service itself: ${NEEDED[*]} missing, no network, no wheels carried (run scripts/gpu-prepare.sh where there is network)"
     fi
+    [ -d "$SITE" ] && export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
     [ $WANT_ORT_GPU = 1 ] && [ $ONLINE = 0 ] && \
         not_run "ONNX Runtime CUDA/TensorRT: onnxruntime has no GPU provider and onnxruntime-gpu cannot be installed offline (~300 MB: too big to carry)"
     probe > "$WORK/probe.txt" 2>&1
@@ -157,7 +186,6 @@ else
 fi
 
 # -- 5. benchmark -------------------------------------------------------------------------
-BENCH_OUT="$WORK/bench"
 if has service && [ -f "$REPO/$MODEL/config.json" ] && { [ "$DRY" = 1 ] || has cuda; }; then
     left=$((460 - (SECONDS - STARTED)))
     [ $left -lt 60 ] && left=60
@@ -167,26 +195,4 @@ else
     not_run "the GPU benchmark: needs the service importable, an exported model and CUDA"
 fi
 
-# -- report ---------------------------------------------------------------------------------
-{
-    echo "# scripts/gpu-check.sh $([ "$DRY" = 1 ] && echo '--cpu-dry-run')"
-    echo
-    echo "- when: $(date -u +%Y-%m-%dT%H:%MZ), $((SECONDS - STARTED)) s"
-    echo "- GPU (nvidia-smi): ${GPU_LINE:-none}"
-    echo "- python: $PY"
-    sed 's/^/- /' "$WORK/probe.txt"
-    echo
-    echo "| step | outcome |"
-    echo "|---|---|"
-    printf '%s\n' "${STEPS[@]}"
-    echo
-    if [ -f "$BENCH_OUT/bench.md" ]; then sed 's/^#/##/' "$BENCH_OUT/bench.md"; echo; fi
-    echo "## Could not run"
-    echo
-    if [ ${#NOT_RUN[@]} -eq 0 ]; then echo "- nothing"; else printf -- '- %s\n' "${NOT_RUN[@]}"; fi
-} > "$REPORT"
-[ -f "$BENCH_OUT/bench.json" ] && cp "$BENCH_OUT/bench.json" "${REPORT%.md}.json"
-say "results: $REPORT"
-cat "$REPORT"
-FAILED=$(printf '%s\n' "${STEPS[@]}" | grep -c -v '| ok |')
-[ "$FAILED" -eq 0 ]
+finish

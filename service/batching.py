@@ -42,7 +42,7 @@ import numpy.typing as npt
 from service.engines.base import Engine
 from service.errors import DeadlineExceeded, EngineError, ModelUnavailable, Overloaded
 from service.metrics import Metrics
-from service.preprocess import Collated, Decoded
+from service.preprocess import Collated, Decoded, stack_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -151,9 +151,8 @@ class Batcher:
         collate: Callable[[Sequence[Decoded]], Collated] | None = None,
     ) -> None:
         self.engine = engine
-        #: Builds the engine batch in the engine thread: the model's preprocessor's
-        #: ``collate`` (np.stack on CPU; a batched GPU decode with preprocess_device cuda).
-        self._collate = collate or _stack
+        #: The model preprocessor's ``collate``: a stack, or a batched GPU decode.
+        self._collate = collate or stack_arrays
         self.config = config
         self._observe = _Observer(metrics, labels)
         self._name = f"{labels[0]}:{labels[1]}"
@@ -349,8 +348,7 @@ class Batcher:
             logits, rejected = await loop.run_in_executor(
                 self._executor, self._stack_and_run, tensors
             )
-            # GPU preprocessing only: items whose image failed to decode get their own
-            # error and leave the batch; the others keep their rows, in order.
+            # GPU preprocessing only: an image that failed to decode fails its own item.
             for index, error in rejected.items():
                 if not runnable[index].future.done():
                     runnable[index].future.set_exception(error)
@@ -397,8 +395,3 @@ class Batcher:
             item = self._pending.popleft()
             if not item.future.done():
                 item.future.set_exception(error)
-
-
-def _stack(tensors: Sequence[Decoded]) -> Collated:
-    """The default batch: the decoded arrays stacked (every CPU-preprocessed model)."""
-    return Collated(np.stack(tensors), {})  # type: ignore[arg-type]  # CPU: arrays only

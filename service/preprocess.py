@@ -55,6 +55,7 @@ __all__ = [
     "center_crop_box",
     "create_preprocessor",
     "resized_size",
+    "stack_arrays",
     "worst_cost_bytes",
 ]
 
@@ -142,6 +143,11 @@ class Collated:
     rejected: dict[int, Exception]
 
 
+def stack_arrays(items: Sequence[Decoded]) -> Collated:
+    """The exact path's batch: its arrays stacked (a CPU-preprocessed model has no other)."""
+    return Collated(np.stack(items), {})  # type: ignore[arg-type]
+
+
 def worst_cost_bytes(max_pixels: int) -> int:
     """An upper bound on ``OpenedImage.cost_bytes`` for any image under ``max_pixels``.
 
@@ -176,7 +182,7 @@ class Preprocessor:
 
     def collate(self, items: Sequence[Decoded]) -> Collated:
         """The batch for the engine, built in the engine thread (so off the event loop)."""
-        return Collated(np.stack(items), {})  # type: ignore[arg-type]  # CPU: arrays only
+        return stack_arrays(items)
 
     def open(self, data: bytes | bytearray) -> OpenedImage:
         """Header only: format, pixel cap and draft scale, and what decoding will cost."""

@@ -177,9 +177,13 @@ class OnnxRuntimeEngine:
 
     def _run_bound_tensor(self, tensor: Any) -> Logits:
         """Bind a torch tensor's memory directly: no copy, no host round trip on a GPU."""
-        tensor = tensor.contiguous()
-        if tensor.dtype.is_floating_point and tensor.element_size() != 4:
-            tensor = tensor.float()
+        import torch  # present: the caller holds a torch tensor
+
+        tensor = tensor.to(dtype=torch.float32).contiguous()
+        if tensor.is_cuda:
+            # torch queued the work that fills it on its own stream; ONNX Runtime reads it
+            # from another, so it must be finished first.
+            torch.cuda.current_stream(tensor.device).synchronize()
         binding = self._session.io_binding()
         binding.bind_input(
             self._input,
