@@ -37,9 +37,9 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import LOGGING_CONFIG
 
-from service.api import create_app
 from service.api.errors import service_error_response
 from service.api.health import startup_problems
+from service.app import create_app
 from service.errors import ModelUnavailable
 from service.logs import configure_logging
 from service.settings import Settings
