@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.server_process import REPO_ROOT, ServerProcess
+from benchmarks.harness import REPO_ROOT, ServerProcess
 
 
 def test_locust_headless_run_succeeds_without_failures(

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from benchmarks.harness import ServerProcess
 from tests.reliability import images
-from tests.server_process import ServerProcess
 
 LIMITS_DOC = Path(__file__).resolve().parents[2] / "README.md"
 GOOD = images.encode(images.photo_like(), "JPEG")

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.harness import ServerProcess
 from tests.reliability import images
 from tests.reliability.apphelpers import GRAY, build_app, running
-from tests.server_process import ServerProcess
 
 KEY = "k3y-for-tests"
 MARKER = b"IMAGE-BYTES-MARKER-7f3a9c"

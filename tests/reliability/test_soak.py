@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server_process import REPO_ROOT
+from benchmarks.harness import REPO_ROOT
 
 
 @pytest.mark.slow
