@@ -120,7 +120,8 @@ class ServerProcess:
     As a context manager it also waits ready on entry and stops on exit. The gRPC port
     is a free one unless ``grpc_port`` is given, so servers started side by side (tests
     in parallel, a benchmark beside a test) never collide on the server's default.
-    ``cpus`` pins the server with ``taskset`` (e.g. ``"0-1"``).
+    ``cpus`` pins the server with ``taskset`` (e.g. ``"0-1"``). ``source`` is the source
+    tree whose ``service`` runs (default: this checkout; another commit's tree for an A/B).
     """
 
     def __init__(
@@ -130,6 +131,7 @@ class ServerProcess:
         *,
         grpc_port: int | None = None,
         cpus: str | None = None,
+        source: Path = REPO_ROOT,
         **settings: Any,
     ) -> None:
         self.port = free_port()
@@ -152,7 +154,7 @@ class ServerProcess:
             command = ["taskset", "-c", cpus, *command]
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+            command, cwd=source, env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
 
     def __enter__(self) -> ServerProcess:
