@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         jpegs = make_jpegs(source_photos(DEFAULT_PHOTOS), tmp / "jpegs", SMALL_SIZE, 16)
         bodies = http.multipart_bodies([(p.name, p.read_bytes()) for p in jpegs], 1)
-        limits = Limits(max_pixels=40_000_000, max_aspect_ratio=100.0)
+        limits = Limits(max_pixels=engine_settings.max_image_pixels)
         prep = Preprocessor(entry.config.preprocessing, limits)
         tensors = [prep(p.read_bytes()) for p in jpegs]
         batch = np.stack([tensors[i % len(tensors)] for i in range(args.batch_size)])

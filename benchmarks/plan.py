@@ -99,9 +99,7 @@ class Plan:
 
 
 def _tensors(model: Model, images: list[Path], settings: Settings) -> list[Any]:
-    pre = Preprocessor(
-        model[0].config.preprocessing, Limits(settings.max_image_pixels, settings.max_aspect_ratio)
-    )
+    pre = Preprocessor(model[0].config.preprocessing, Limits(max_pixels=settings.max_image_pixels))
     return [pre(p.read_bytes()) for p in images[:8]]
 
 

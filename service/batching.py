@@ -9,15 +9,19 @@ How a batch forms (no fixed wait, so no added latency at low load):
   still being decoded (they hold a reservation, see below): then waiting a moment is
   known to pay. When nothing is on its way, the worker never waits.
 
-Admission: a request first *reserves* queue room for its images, before any decoding,
-so an overloaded server refuses in microseconds (503 + Retry-After) instead of spending
-CPU on images it cannot run. Reserved + queued images never exceed ``max_queue_size``.
+Admission: a request first *reserves* queue room, before its body is read (one image)
+and again once its images are counted (:meth:`Reservation.resize`), always before any
+decoding, so an overloaded server refuses in microseconds (503 + Retry-After) instead
+of spending CPU on images it cannot run. Reserved + queued images never exceed
+``max_queue_size``; a queued image whose request already gave up (deadline, client
+gone, a sibling image failed) stops counting at once, not when the worker reaches it.
 
 Every future is answered: with logits, with :class:`DeadlineExceeded` if it waited past
 its deadline (its image is then not run), with :class:`EngineError` if the batch failed,
 or with :class:`ModelUnavailable` when the service stops before it could run.
 Only the worker takes items from the queue (one owner, no locks: all of this runs on the
-event loop; only ``engine.run`` runs in the model's own engine thread).
+event loop; only stacking the batch and ``engine.run`` run in the model's own engine
+thread, so the event loop never copies tensors).
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ class _Item:
     deadline: float
 
 
-@dataclass
+@dataclass(frozen=True)
 class BatcherConfig:
     max_batch_size: int
     max_queue_delay_ms: float
@@ -75,6 +79,7 @@ class _Observer:
         self.inference = metrics.inference_duration.labels(*labels)
         self.batch_size = metrics.batch_size.labels(*labels)
         self.queue_depth = metrics.queue_depth.labels(*labels)
+        self.batch_running = metrics.batch_running.labels(*labels)
 
 
 class Reservation:
@@ -93,6 +98,30 @@ class Reservation:
             raise ValueError(f"reserved {self.count} images, submitted {len(tensors)}")
         self._close()
         return await self._batcher._enqueue(tensors, deadline)
+
+    def resize(self, count: int) -> None:
+        """Hold room for ``count`` images instead (once the request's images are counted).
+
+        Growing checks for room like :meth:`Batcher.reserve` (503 at once when full);
+        shrinking gives room back.
+        """
+        if not self._open:
+            raise RuntimeError("the reservation was already used or released")
+        if count > self.count:
+            self._batcher.check_room(count - self.count)
+        self._batcher._reserved += count - self.count
+        if count < self.count:
+            self._batcher._arrived.set()
+        self.count = count
+
+    @property
+    def open(self) -> bool:
+        """Still holding room: not yet submitted or released."""
+        return self._open
+
+    def release(self) -> None:
+        """Give the room back (idempotent; ``submit`` releases it too)."""
+        self._close()
 
     def _close(self) -> None:
         if self._open:
@@ -126,7 +155,9 @@ class Batcher:
         self._observe = _Observer(metrics, labels)
         self._name = f"{labels[0]}:{labels[1]}"
         self._pending: deque[_Item] = deque()
+        self._waiting = 0  # items in _pending whose future is not done yet
         self._reserved = 0
+        self._running_since: float | None = None
         self._arrived = asyncio.Event()
         self._closing = False
         self._worker: asyncio.Task[None] | None = None
@@ -138,6 +169,7 @@ class Batcher:
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
+        self._observe.batch_running.set_function(self.batch_age_s)
         if self._worker is None:
             self._worker = asyncio.create_task(self._run(), name=f"batcher-{self._name}")
 
@@ -158,7 +190,13 @@ class Batcher:
 
     @property
     def queued(self) -> int:
-        return len(self._pending)
+        """Images queued whose request still waits for them."""
+        return self._waiting
+
+    def batch_age_s(self) -> float:
+        """How long the batch in the engine has been running (0 when idle)."""
+        started = self._running_since
+        return 0.0 if started is None else time.monotonic() - started
 
     @property
     def accepting(self) -> bool:
@@ -175,7 +213,7 @@ class Batcher:
         """Raise unless ``count`` images fit now: lets a route refuse before reading a body."""
         if self._closing:
             raise ModelUnavailable("the server is shutting down; retry elsewhere")
-        used = self._reserved + len(self._pending)
+        used = self._reserved + self._waiting
         if used + count > self.config.max_queue_size:
             raise Overloaded(
                 f"model {self._name} has {used} images queued; its queue holds "
@@ -196,27 +234,42 @@ class Batcher:
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         items = [_Item(t, loop.create_future(), now, deadline) for t in tensors]
+        for item in items:
+            item.future.add_done_callback(self._item_done)
+        if len(self._pending) > 2 * self.config.max_queue_size:
+            # Items whose request gave up stop counting at once but stay in the deque
+            # until the worker pops them; behind a stuck engine they would pile up.
+            self._pending = deque(i for i in self._pending if not i.future.done())
         self._pending.extend(items)
-        self._observe.queue_depth.set(len(self._pending))
+        self._waiting += len(items)
+        self._observe.queue_depth.set(self._waiting)
         self._arrived.set()
         try:
             # The deadline is kept even if the batch ahead never ends (a stuck engine):
             # the client gets its 504 on time and its still-queued images are skipped.
-            return list(
-                await asyncio.wait_for(
-                    asyncio.gather(*(i.future for i in items)), max(deadline - now, 0.0)
-                )
+            futures = [i.future for i in items]
+            _, pending = await asyncio.wait(
+                futures, timeout=max(deadline - now, 0.0), return_when=asyncio.FIRST_EXCEPTION
             )
-        except asyncio.TimeoutError:
-            raise DeadlineExceeded(
-                f"no result within the request's deadline ({deadline - now:.3f}s after "
-                "queueing); images not yet run were dropped"
-            ) from None
+            failed = [f for f in futures if f.done() and f.exception() is not None]
+            if failed:
+                raise failed[0].exception()  # type: ignore[misc]
+            if pending:
+                raise DeadlineExceeded(
+                    f"no result within the request's deadline ({deadline - now:.3f}s after "
+                    "queueing); images not yet run were dropped"
+                )
+            return [f.result() for f in futures]
         finally:
             # One image failed (or the caller went away): do not run the others.
             for item in items:
                 if not item.future.done():
                     item.future.cancel()
+
+    def _item_done(self, _: asyncio.Future[ItemResult]) -> None:
+        self._waiting -= 1
+        self._observe.queue_depth.set(self._waiting)
+        self._arrived.set()  # room freed: a topping-up worker re-checks
 
     # -- the worker --------------------------------------------------------------------
     async def _run(self) -> None:
@@ -248,7 +301,6 @@ class Batcher:
                 self._arrived.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), remaining)
-        self._observe.queue_depth.set(len(self._pending))
         return batch
 
     def _take(self, count: int) -> list[_Item]:
@@ -256,7 +308,11 @@ class Batcher:
         while self._pending and len(taken) < count:
             item = self._pending.popleft()
             if not item.future.done():  # skip items whose request already failed
+                # In the engine's hands now: it no longer counts as queued.
+                item.future.remove_done_callback(self._item_done)
+                self._waiting -= 1
                 taken.append(item)
+        self._observe.queue_depth.set(self._waiting)
         return taken
 
     async def _process(self, batch: list[_Item]) -> None:
@@ -280,9 +336,9 @@ class Batcher:
         try:
             for item in runnable:
                 self._observe.queue_wait.observe(started - item.enqueued_at)
-            stacked = np.stack([item.tensor for item in runnable])
-            run_started = time.monotonic()
-            logits = await loop.run_in_executor(self._executor, self.engine.run, stacked)
+            tensors = [item.tensor for item in runnable]
+            run_started = self._running_since = time.monotonic()
+            logits = await loop.run_in_executor(self._executor, self._stack_and_run, tensors)
             if logits.shape[0] != len(runnable):
                 raise RuntimeError(
                     f"engine returned {logits.shape[0]} rows for a batch of {len(runnable)}"
@@ -300,6 +356,8 @@ class Batcher:
                 if not item.future.done():
                     item.future.set_exception(ModelUnavailable("the server is shutting down"))
             raise
+        finally:
+            self._running_since = None
         inference_s = time.monotonic() - run_started
         self._observe.inference.observe(inference_s)
         self._observe.batch_size.observe(len(runnable))
@@ -309,9 +367,12 @@ class Batcher:
                     ItemResult(row, started - item.enqueued_at, inference_s, len(runnable))
                 )
 
+    def _stack_and_run(self, tensors: list[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
+        """In the engine thread: the copy into one batch stays off the event loop."""
+        return self.engine.run(np.stack(tensors))
+
     def _fail_pending(self, error: Exception) -> None:
         while self._pending:
             item = self._pending.popleft()
             if not item.future.done():
                 item.future.set_exception(error)
-        self._observe.queue_depth.set(0)

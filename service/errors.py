@@ -1,8 +1,9 @@
 """Typed errors of the request path.
 
-Each error carries its HTTP status and a stable machine-readable ``code``; the one
-mapping to HTTP lives in :mod:`service.api.errors`. Messages say what was wrong and
-what is allowed, because the client reading them usually cannot see our logs.
+Each error carries its HTTP status, a stable machine-readable ``code`` and, for the
+ones a client should retry, ``retry_after_s``. Each protocol maps them in one place:
+HTTP in :mod:`service.api.errors`, gRPC in :mod:`service.v2.errors`. Messages say what
+was wrong and what is allowed, because the client reading them cannot see our logs.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ class ServiceError(Exception):
 
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
+    #: Seconds a client should wait before retrying; None: retrying will not help.
+    retry_after_s: int | None = None
 
-    def __init__(self, message: str, **details: Any) -> None:
+    def __init__(self, message: str, /, **details: Any) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
-        self.headers: dict[str, str] = {}
 
 
 class BadRequest(ServiceError):
@@ -34,9 +36,21 @@ class BadImage(BadRequest):
     code = "bad_image"
 
 
-class UnsupportedMediaType(ServiceError):
-    status = 415
-    code = "unsupported_media_type"
+class Unauthorized(ServiceError):
+    status = 401
+    code = "unauthorized"
+
+
+class UnknownModel(ServiceError):
+    status = 404
+    code = "unknown_model"
+
+
+class RequestTimeout(ServiceError):
+    """The request body did not arrive before the request's deadline."""
+
+    status = 408
+    code = "request_timeout"
 
 
 class PayloadTooLarge(ServiceError):
@@ -49,40 +63,41 @@ class TooManyImages(PayloadTooLarge):
 
 
 class ImageTooLarge(PayloadTooLarge):
-    """Pixel count above the limit: refused before decoding (decompression bombs)."""
+    """Pixel count above the limit: refused from the header, before decoding."""
 
     code = "image_too_large"
 
 
-class UnknownModel(ServiceError):
-    status = 404
-    code = "unknown_model"
+class UnsupportedMediaType(ServiceError):
+    status = 415
+    code = "unsupported_media_type"
 
 
-class Unauthorized(ServiceError):
-    status = 401
-    code = "unauthorized"
+class ClientGone(ServiceError):
+    """The client hung up; its work was cancelled. Nobody reads the answer (nginx's 499)."""
+
+    status = 499
+    code = "client_closed_request"
 
 
 class Overloaded(ServiceError):
-    """The model's queue is full; the client should retry after a short pause."""
+    """A queue or a memory budget is full; the client should retry after a short pause."""
 
     status = 503
     code = "overloaded"
-
-    def __init__(self, message: str, retry_after_s: int = 1, **details: Any) -> None:
-        super().__init__(message, **details)
-        self.headers["Retry-After"] = str(retry_after_s)
+    retry_after_s = 1
 
 
-class ModelUnavailable(Overloaded):
-    """The model exists but is not serving (failed to load, or shutting down)."""
+class ModelUnavailable(ServiceError):
+    """The model exists but is not serving (loading, failed to load, or shutting down)."""
 
+    status = 503
     code = "model_unavailable"
+    retry_after_s = 5
 
 
 class DeadlineExceeded(ServiceError):
-    """The request waited in the queue past its deadline; its images were not run."""
+    """The request's deadline passed before its images were run; they were not run."""
 
     status = 504
     code = "deadline_exceeded"
@@ -97,3 +112,7 @@ class EngineError(ServiceError):
 
 class ModelConfigError(Exception):
     """A model folder in the repository is broken; the message names the folder."""
+
+
+class SettingsError(Exception):
+    """Settings that contradict each other; the message names them and what is allowed."""

@@ -40,6 +40,8 @@ LATENCY_BUCKETS_S = (
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 MODEL_LABELS = ("model", "version")
+#: Per-request series also carry the front door: "classify", "v2-rest" or "v2-grpc".
+REQUEST_LABELS = (*MODEL_LABELS, "protocol")
 
 
 class Metrics:
@@ -50,17 +52,18 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             f"{PREFIX}_requests",
-            "Classification requests answered, by HTTP status code.",
-            (*MODEL_LABELS, "code"),
+            "Inference requests answered, by front door and HTTP status code (gRPC answers "
+            "are counted by the HTTP status of the same error; 499: the client hung up).",
+            (*REQUEST_LABELS, "code"),
             registry=r,
         )
         self.images = Counter(
-            f"{PREFIX}_images", "Images classified successfully.", MODEL_LABELS, registry=r
+            f"{PREFIX}_images", "Images classified successfully.", REQUEST_LABELS, registry=r
         )
         self.request_duration = Histogram(
             f"{PREFIX}_request_duration_seconds",
-            "End-to-end time of a /classify request, body read to response ready.",
-            MODEL_LABELS,
+            "End-to-end time of an inference request, body read to response ready.",
+            REQUEST_LABELS,
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
@@ -101,13 +104,40 @@ class Metrics:
         self.in_flight = Gauge(
             f"{PREFIX}_in_flight_requests",
             "Requests accepted and not yet answered.",
-            MODEL_LABELS,
+            REQUEST_LABELS,
             registry=r,
         )
         self.model_info = Gauge(
             f"{PREFIX}_model_info",
             "Served model versions (value 1) and how they run.",
             (*MODEL_LABELS, "engine", "provider", "weights", "precision"),
+            registry=r,
+        )
+        self.batch_running = Gauge(
+            f"{PREFIX}_batch_running_seconds",
+            "Age of the batch the engine is running now (0 when idle): a value that keeps "
+            "growing is a stuck engine, and the model is then reported not ready.",
+            MODEL_LABELS,
+            registry=r,
+        )
+        self.body_bytes_in_flight = Gauge(
+            f"{PREFIX}_body_bytes_in_flight",
+            "Request-body bytes held (being read or waiting to be decoded).",
+            registry=r,
+        )
+        self.body_bytes_budget = Gauge(
+            f"{PREFIX}_body_bytes_budget",
+            "Capacity of the body-bytes budget; past it requests get 503.",
+            registry=r,
+        )
+        self.decode_bytes_in_flight = Gauge(
+            f"{PREFIX}_decode_bytes_in_flight",
+            "Decode memory held now (each image's cost bounded from its header).",
+            registry=r,
+        )
+        self.decode_bytes_budget = Gauge(
+            f"{PREFIX}_decode_bytes_budget",
+            "Capacity of the decode-memory budget; past it decodes wait for room.",
             registry=r,
         )
         self.model_ready = Gauge(

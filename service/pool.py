@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from service.batching import Batcher, BatcherConfig
 from service.engines import create_engine, select_engine
@@ -18,12 +19,14 @@ from service.engines.base import Engine
 from service.errors import ModelUnavailable, UnknownModel
 from service.metrics import Metrics
 from service.preprocess import Limits, Preprocessor
-from service.repository import ModelEntry, ModelVersion
+from service.repository import ModelConfig, ModelEntry, ModelVersion
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 Status = Literal["loading", "ready", "failed", "stopped"]
+#: Builds the engine of one model version; tests pass a fake one.
+EngineFactory = Callable[[ModelConfig, ModelVersion, Settings], Engine]
 
 
 def _warmup_sizes(max_batch_size: int) -> tuple[int, ...]:
@@ -49,6 +52,8 @@ class ServedModel:
     error: str | None = None
     engine: Engine | None = None
     batcher: Batcher | None = field(default=None, repr=False)
+    #: A batch running longer than this means the engine is stuck (see ``serving``).
+    stuck_after_s: float = 10.0
 
     @property
     def name(self) -> str:
@@ -59,9 +64,49 @@ class ServedModel:
         return self.version.info.version
 
     @property
-    def labels(self) -> tuple[str, str]:
-        """Metric label values (model, version)."""
+    def key(self) -> tuple[str, str]:
+        """(model, version) as text: the metric label values of this version."""
         return self.name, str(self.number)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.entry.config.labels
+
+    @property
+    def architecture(self) -> str:
+        return self.entry.config.architecture
+
+    @property
+    def weights(self) -> str:
+        """Where the weights came from; "random (untrained)" is never hidden."""
+        return self.version.info.weights.display
+
+    @property
+    def precision(self) -> str:
+        return self.version.info.precision
+
+    @property
+    def parity(self) -> dict[str, dict[str, object]]:
+        """The export's faithfulness figures per artifact format."""
+        return {fmt: report.model_dump() for fmt, report in self.version.info.parity.items()}
+
+    @property
+    def quantization(self) -> dict[str, Any] | None:
+        return self.version.info.quantization
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.preprocessor.input_shape
+
+    @property
+    def stuck(self) -> bool:
+        """The engine has been on one batch far longer than a batch takes."""
+        return self.batcher is not None and self.batcher.batch_age_s() > self.stuck_after_s
+
+    @property
+    def serving(self) -> bool:
+        """Loaded, warm and not stuck: what readiness reports for this version."""
+        return self.status == "ready" and not self.stuck
 
     @property
     def provider(self) -> str:
@@ -81,10 +126,19 @@ class ServedModel:
 class ModelPool:
     """Every served model version, looked up by name and optional version."""
 
-    def __init__(self, entries: list[ModelEntry], settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        entries: list[ModelEntry],
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        engine_factory: EngineFactory = create_engine,
+    ) -> None:
         self.settings = settings
+        #: The metrics it reports model state to; routes use the app's, not this.
         self.metrics = metrics
-        limits = Limits(settings.max_image_pixels, settings.max_aspect_ratio)
+        self._engine_factory = engine_factory
+        limits = Limits(max_pixels=settings.max_image_pixels)
         self._models: dict[str, dict[int, ServedModel]] = {}
         self._defaults: dict[str, int] = {}
         for entry in entries:
@@ -93,7 +147,10 @@ class ModelPool:
                 entry.config.max_batch_size or settings.max_batch_size, settings.max_batch_size
             )
             self._models[entry.config.name] = {
-                v.info.version: ServedModel(entry, v, preprocessor, batch) for v in entry.versions
+                v.info.version: ServedModel(
+                    entry, v, preprocessor, batch, stuck_after_s=settings.stuck_batch_after_s
+                )
+                for v in entry.versions
             }
             self._defaults[entry.config.name] = entry.default_version.info.version
         if settings.default_model and settings.default_model not in self._models:
@@ -138,14 +195,14 @@ class ModelPool:
         try:
             model.engine_name = select_engine(model.entry.config, model.version, self.settings)
             engine = await asyncio.to_thread(
-                create_engine, model.entry.config, model.version, self.settings
+                self._engine_factory, model.entry.config, model.version, self.settings
             )
             if self.settings.warmup:
                 await asyncio.to_thread(engine.warmup, _warmup_sizes(model.max_batch_size))
         except Exception as exc:
             model.status, model.error = "failed", f"{type(exc).__name__}: {exc}"
             logger.exception("model %s v%d failed to load", model.name, model.number)
-            self.metrics.model_ready.labels(*model.labels).set(0)
+            self.metrics.model_ready.labels(*model.key).set(0)
             return
         model.engine = engine
         model.batcher = Batcher(
@@ -156,13 +213,13 @@ class ModelPool:
                 max_queue_size=self.settings.max_queue_size,
             ),
             self.metrics,
-            model.labels,
+            model.key,
         )
         model.batcher.start()
         model.status = "ready"
-        self.metrics.model_ready.labels(*model.labels).set(1)
+        self.metrics.model_ready.labels(*model.key).set(1)
         self.metrics.model_info.labels(
-            *model.labels,
+            *model.key,
             model.engine_name,
             engine.provider,
             info.weights.display,
@@ -191,4 +248,4 @@ class ModelPool:
             if model.engine is not None:
                 model.engine.close()
             model.status = "stopped"
-            self.metrics.model_ready.labels(*model.labels).set(0)
+            self.metrics.model_ready.labels(*model.key).set(0)

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "RESNET_SERVE_"
@@ -81,10 +81,26 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Largest width*height accepted, checked before decoding."
     )
-    max_aspect_ratio: float = Field(
-        100.0, ge=1, description="Largest long/short side ratio accepted (e.g. 4000x2 is 2000)."
-    )
     max_top_k: int = Field(100, ge=1, description="Largest top_k a client may ask for.")
+    max_body_bytes_in_flight: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Request-body bytes held at once across all requests (being read or "
+        "waiting to be decoded); past it a request gets 503 + Retry-After at once.",
+    )
+    max_decode_bytes_in_flight: int = Field(
+        768 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Decode memory held at once across the decode threads, each image's "
+        "cost bounded from its header; a decode waits for room (bounded by its deadline). "
+        "Must hold one maximal image: see README, memory budget.",
+    )
+    stuck_batch_after_s: float = Field(
+        10.0,
+        gt=0,
+        description="A batch running longer than this marks its model not ready until "
+        "it ends (a stuck engine); visible as resnet_serve_batch_running_seconds.",
+    )
     drain_timeout_s: float = Field(
         20.0, ge=0, description="On SIGTERM, how long accepted requests may take to finish."
     )
@@ -99,6 +115,24 @@ class Settings(BaseSettings):
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        """Refuse settings that would make valid requests fail forever, at start-up."""
+        problems = []
+        if self.max_images_per_request > self.max_queue_size:
+            problems.append(
+                f"max_images_per_request ({self.max_images_per_request}) must be <= "
+                f"max_queue_size ({self.max_queue_size}): a full request could never fit"
+            )
+        if self.max_body_bytes > self.max_body_bytes_in_flight:
+            problems.append(
+                f"max_body_bytes ({self.max_body_bytes}) must be <= max_body_bytes_in_flight "
+                f"({self.max_body_bytes_in_flight}): a maximal body could never be admitted"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def provider_list(self) -> tuple[str, ...] | None:
         if not self.providers:

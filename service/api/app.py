@@ -1,7 +1,7 @@
 """``create_app(settings)``: builds everything and hangs it on ``app.state``.
 
-Nothing is global: the repository, metrics, model pool and decode pool belong to the
-app, so tests can run several apps side by side.
+Nothing is global: the repository, metrics, model pool, decode threads and the request
+pipeline belong to the app, so tests can run several apps side by side.
 """
 
 from __future__ import annotations
@@ -21,24 +21,34 @@ import service
 from service.api.errors import install_error_handlers
 from service.api.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from service.api.routes import build_router
+from service.errors import UnknownModel
 from service.metrics import Metrics
+from service.pipeline import UNRESOLVED, Door, Pipeline
 from service.pool import ModelPool
 from service.repository import scan_repository
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-UNKNOWN_LABELS = ("_unknown", "")
+
+def door_of(path: str) -> Door | None:
+    """Which front door an inference path belongs to (None: not an inference path)."""
+    if path == "/classify":
+        return "classify"
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        return "v2-rest"
+    return None
 
 
 def create_app(settings: Settings, *, pool: ModelPool | None = None) -> FastAPI:
-    """The service app. ``pool`` lets tests inject models with a fake engine."""
-    metrics = pool.metrics if pool is not None else Metrics()
+    """The service app. ``pool`` lets tests serve models over a fake engine factory."""
     if pool is None:
-        pool = ModelPool(scan_repository(settings.repository), settings, metrics)
-    decode_pool = ThreadPoolExecutor(
+        pool = ModelPool(scan_repository(settings.repository), settings, Metrics())
+    metrics = pool.metrics
+    decode_threads = ThreadPoolExecutor(
         max_workers=settings.effective_decode_threads(), thread_name_prefix="decode"
     )
+    pipeline = Pipeline(pool, settings, metrics, decode_threads)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,7 +62,7 @@ def create_app(settings: Settings, *, pool: ModelPool | None = None) -> FastAPI:
                 loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
             await pool.stop(settings.drain_timeout_s)
-            decode_pool.shutdown(wait=True, cancel_futures=True)
+            decode_threads.shutdown(wait=True, cancel_futures=True)
 
     app = FastAPI(
         title="resnet-serve",
@@ -61,20 +71,21 @@ def create_app(settings: Settings, *, pool: ModelPool | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.pool = pool
-    app.state.decode_pool = decode_pool
+    app.state.metrics = metrics
+    app.state.models = pool
+    app.state.pipeline = pipeline
     app.state.draining = False
     install_error_handlers(app)
     app.include_router(build_router(settings))
 
     def fallback_labels(scope: Scope) -> tuple[str, str]:
-        """Labels for requests refused before the route resolved their model."""
+        """Labels for requests refused before the pipeline resolved their model."""
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         name = (query.get("model") or [pool.default_name or ""])[0]
         try:
-            return pool.get(name).labels
-        except Exception:
-            return UNKNOWN_LABELS
+            return pool.get(name).key
+        except UnknownModel:
+            return UNRESOLVED
 
     # Added inner to outer: metrics must see the 413s the body limit sends itself.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -85,5 +96,10 @@ def create_app(settings: Settings, *, pool: ModelPool | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["X-API-Key", "Content-Type", "X-Request-Timeout-Ms"],
         )
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics, fallback_labels=fallback_labels)
+    app.add_middleware(
+        RequestMetricsMiddleware,
+        metrics=metrics,
+        door_of=door_of,
+        fallback_labels=fallback_labels,
+    )
     return app

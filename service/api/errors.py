@@ -46,11 +46,17 @@ def error_response(
     )
 
 
-async def _service_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ServiceError)
+def service_error_response(exc: ServiceError) -> JSONResponse:
+    """The response for a typed error; also used by middleware that answers by itself."""
     if exc.status >= 500 and exc.code == ServiceError.code:
         return error_response(exc.status, exc.code, "internal error; see the server log")
-    return error_response(exc.status, exc.code, exc.message, exc.headers or None, **exc.details)
+    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
+    return error_response(exc.status, exc.code, exc.message, headers, **exc.details)
+
+
+async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return service_error_response(exc)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -1,19 +1,29 @@
-"""Pure ASGI middleware: the streaming body limit and per-request metrics.
+"""Pure ASGI middleware: the streaming body limit, and metrics for requests refused early.
 
 Both sit outside FastAPI's routing so they also see requests that never reach a route
-(a body refused by its Content-Length, a 422 from query validation).
+(a body refused by its Content-Length, a 422 from query validation, a 401).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.errors import service_error_response
 from service.errors import PayloadTooLarge
 from service.metrics import Metrics
+from service.pipeline import UNRESOLVED, Door
+
+#: Set in the request state by a route that hands the request to the pipeline, which
+#: then observes its metrics itself (exactly once, with the resolved model).
+OBSERVED = "observed_by_pipeline"
+
+
+def mark_observed(request: Request) -> None:
+    setattr(request.state, OBSERVED, True)
 
 
 class BodyLimitMiddleware:
@@ -34,18 +44,13 @@ class BodyLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await _send_json(
-                send,
-                413,
-                {
-                    "error": {
-                        "code": PayloadTooLarge.code,
-                        "message": f"request body is {declared} bytes; at most {self.max_bytes} "
-                        "are accepted",
-                        "max_body_bytes": self.max_bytes,
-                    }
-                },
+            refusal = PayloadTooLarge(
+                f"request body is {declared} bytes; at most {self.max_bytes} are accepted",
+                max_body_bytes=self.max_bytes,
             )
+            response = service_error_response(refusal)
+            response.headers["Connection"] = "close"
+            await response(scope, receive, send)
             return
         received = 0
         refused = False
@@ -75,27 +80,28 @@ class BodyLimitMiddleware:
 
 
 class RequestMetricsMiddleware:
-    """Counts /classify outcomes by status code and times them end to end.
+    """Counts inference requests refused before the pipeline saw them (401, 413, 422...).
 
-    The route stores the resolved model's metric labels in ``scope['state']``; requests
-    refused before that are labelled by ``fallback_labels`` (bounded cardinality: an
-    unknown model name never becomes a label value).
+    Requests the pipeline takes are observed there, with their model; these are
+    labelled by ``fallback_labels`` (bounded cardinality: an unknown model name never
+    becomes a label value) and by the door their path belongs to (``door_of``).
     """
 
     def __init__(
         self,
         app: ASGIApp,
         metrics: Metrics,
-        fallback_labels: Callable[[Scope], tuple[str, str]],
-        path: str = "/classify",
+        door_of: Callable[[str], Door | None],
+        fallback_labels: Callable[[Scope], tuple[str, str]] = lambda _: UNRESOLVED,
     ) -> None:
         self.app = app
         self.metrics = metrics
+        self.door_of = door_of
         self.fallback_labels = fallback_labels
-        self.path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != self.path:
+        door = self.door_of(scope["path"]) if scope["type"] == "http" else None
+        if door is None:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -110,10 +116,10 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            state = scope.get("state") or {}
-            labels = state.get("metric_labels") or self.fallback_labels(scope)
-            self.metrics.requests.labels(*labels, str(status)).inc()
-            self.metrics.request_duration.labels(*labels).observe(time.perf_counter() - started)
+            if not (scope.get("state") or {}).get(OBSERVED):
+                labels = (*self.fallback_labels(scope), door)
+                self.metrics.requests.labels(*labels, str(status)).inc()
+                self.metrics.request_duration.labels(*labels).observe(time.perf_counter() - started)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -124,19 +130,3 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
-
-
-async def _send_json(send: Send, status: int, body: dict[str, object]) -> None:
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})

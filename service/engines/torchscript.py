@@ -1,23 +1,66 @@
 """TorchScript engine: runs ``model.pt`` with libtorch, on CPU or one CUDA device.
 
 The artifact is stored unfrozen; it is frozen here after being moved to its device and
-precision (see :mod:`service.export.torchscript_export` for why). ``run`` holds no lock:
+precision (see :func:`load_frozen` for why). ``run`` holds no lock:
 the batcher calls it from one thread per model, and libtorch releases the GIL inside
 the forward pass.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from service.engines.base import Batch, Logits
-from service.export.torchscript_export import load_frozen
 
 logger = logging.getLogger(__name__)
+
+#: Extra file inside the TorchScript zip: the input shape, which a loaded graph does not
+#: reliably carry, so the engine can warm up without the model config.
+META_FILE = "resnet_serve.json"
+
+
+@contextmanager
+def quiet_torchscript() -> Iterator[None]:
+    """Silence torch's "torch.jit.* is deprecated" FutureWarnings, and only those.
+
+    TorchScript is the deliberate artifact format of this engine; the warnings would
+    otherwise print on every export and every server start.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=FutureWarning)
+        yield
+
+
+def load_frozen(
+    path: Path, *, device: torch.device, dtype: torch.dtype = torch.float32
+) -> tuple[torch.jit.ScriptModule, tuple[int, int, int]]:
+    """Load ``path`` onto ``device`` in ``dtype``, freeze it; also return its (C, H, W).
+
+    Freezing folds BatchNorm into the convolutions and drops the attribute lookups,
+    the main TorchScript speed-up for inference.
+    """
+    extra = {META_FILE: ""}
+    with quiet_torchscript():
+        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+        module.eval()
+        if dtype != torch.float32:
+            module.to(dtype=dtype)
+        frozen = torch.jit.freeze(module)
+    try:
+        channels, height, width = json.loads(extra[META_FILE])["input_shape"]
+    except (ValueError, KeyError, TypeError):
+        raise RuntimeError(
+            f"{path}: no valid {META_FILE} inside; re-export it with `resnet-serve export`"
+        ) from None
+    return frozen, (int(channels), int(height), int(width))
 
 
 def choose_device(device: str) -> torch.device:

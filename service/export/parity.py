@@ -22,8 +22,10 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as tvf
 
+from service.engines import load_engine
 from service.export import DEFAULT_PARITY_BOUND
 from service.repository import ArtifactFormat, ParityReport, Preprocessing
+from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -102,39 +104,26 @@ def build_inputs(
     return ParityInputs(tuple(batches), source)
 
 
-def onnx_runner(path: Path) -> Runner:
-    """ONNX Runtime on CPU with full graph optimisation, as the service runs it."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(
-        str(path), sess_options=options, providers=["CPUExecutionProvider"]
-    )
-    input_name = session.get_inputs()[0].name
-
-    def run(batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        return np.asarray(session.run(None, {input_name: batch})[0], dtype=np.float32)
-
-    return run
+#: The server's default settings (no environment read): what a plain ``serve`` runs.
+SERVER_DEFAULTS = Settings.model_construct()
 
 
-def torchscript_runner(path: Path) -> Runner:
-    """The artifact loaded and frozen exactly as :class:`TorchScriptEngine` does."""
-    from service.export.torchscript_export import load_frozen
+def engine_runner(fmt: ArtifactFormat) -> Callable[[Path], Runner]:
+    """The artifact run by the serving engine class, with the server's default settings.
 
-    module, _ = load_frozen(path, device=torch.device("cpu"))
+    The check must run the code the server runs: the same engine class, session
+    options and (for TorchScript) load-then-freeze, on the CPU.
+    """
 
-    def run(batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        with torch.inference_mode():
-            return module(torch.from_numpy(batch)).numpy()
+    def open_runner(path: Path) -> Runner:
+        return load_engine(fmt, path, SERVER_DEFAULTS, device="cpu").run
 
-    return run
+    return open_runner
 
 
 RUNNERS: dict[str, Callable[[Path], Runner]] = {
-    "onnx": onnx_runner,
-    "torchscript": torchscript_runner,
+    "onnx": engine_runner("onnx"),
+    "torchscript": engine_runner("torchscript"),
 }
 
 

@@ -117,10 +117,7 @@ def load_images(
 ) -> ImageSet:
     """Decode and preprocess every image of ``folder`` as a served request would be."""
     defaults = Settings.model_fields
-    limits = Limits(
-        max_pixels=defaults["max_image_pixels"].default,
-        max_aspect_ratio=defaults["max_aspect_ratio"].default,
-    )
+    limits = Limits(max_pixels=defaults["max_image_pixels"].default)
     preprocessor = Preprocessor(preprocessing, limits)
     paths = find_images(folder)
     if max_images is not None:

@@ -1,7 +1,7 @@
 """How far the int8 model strays from its fp32 source, and the gate that refuses it.
 
-Both models run through the serving engine (:class:`OnnxRuntimeEngine`, same session
-options as the server) on the same preprocessed images, so the figures describe what
+Both models run through the serving engine (:func:`service.engines.load_engine`, the
+session options the server uses) on the same preprocessed images, so the figures describe what
 clients will see, not a differently-configured offline run.
 """
 
@@ -14,7 +14,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from service.engines import load_engine
+from service.postprocess import softmax
 from service.quantize.calibration import ImageSet
+from service.settings import Settings
 
 #: Images per engine call while evaluating: large enough to amortise call overhead,
 #: small enough that ResNet-50 activations stay well under a GiB.
@@ -58,17 +61,9 @@ class SetReport:
         return line
 
 
-def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 def run_model(artifact: Path, images: ImageSet) -> npt.NDArray[np.float32]:
-    """Logits of every image, through the serving engine class."""
-    from service.engines.onnxruntime import OnnxRuntimeEngine
-
-    engine = OnnxRuntimeEngine(artifact, device="cpu")
+    """Logits of every image, through the serving engine with the server's settings."""
+    engine = load_engine("onnx", artifact, Settings.model_construct(), device="cpu")
     try:
         chunks = [
             engine.run(images.inputs[i : i + EVAL_BATCH]) for i in range(0, len(images), EVAL_BATCH)

@@ -99,7 +99,29 @@ def _odd_valid() -> dict[str, bytes]:
         "1x1.jpg": encode(Image.new("RGB", (1, 1), "white"), "JPEG"),
         "exif-rotated.jpg": exif_rotated_jpeg(),
         "100x1.png": encode(Image.new("RGB", (100, 1), "gray"), "PNG"),
+        "4000x2.png": encode(Image.new("RGB", (4000, 2), "gray"), "PNG"),
+        "2x4000.png": encode(Image.new("RGB", (2, 4000), "gray"), "PNG"),
     }
 
 
 ODD_VALID.update(_odd_valid())
+
+
+#: The largest images under the default 40 MP pixel cap, in the modes that cost the most
+#: memory per decoded pixel. Tiny on the wire (flat colour), huge once decoded.
+def hostile_images() -> dict[str, bytes]:
+    side = 6324  # 6324 x 6324 = 39.99 MP
+    gray16 = Image.new("I;16", (side, side), 40000)
+    rgba = Image.new("RGBA", (side, side), (10, 200, 30, 128))
+    palette = Image.new("P", (side, side), 3)
+    return {
+        "gray16-40mp.png": encode(gray16, "PNG"),
+        "rgba-40mp.png": encode(rgba, "PNG"),
+        "palette-40mp.png": encode(palette, "PNG", transparency=3),
+        "bilevel-40mp.png": encode(Image.new("1", (side, side), 1), "PNG"),
+        "rgb-40mp.gif": encode(palette, "GIF"),
+        "rgb-16383x2441.webp": encode(
+            Image.new("RGB", (16383, 2441), (90, 90, 200)), "WEBP", lossless=True
+        ),
+        "photo-40mp.jpg": encode(Image.new("RGB", (side, side), (120, 60, 30)), "JPEG"),
+    }

@@ -11,13 +11,13 @@ import pytest
 import uvicorn
 
 from service.server import DrainingServer
-from tests.reliability.apphelpers import GRAY, WHITE, build_app, classify, run, running
+from tests.fakes import GRAY, WHITE, build_app, classify, run, running, until
 
 
 def test_engine_exception_fails_its_batch_with_500_and_the_next_batch_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app, _ = build_app(tmp_path, monkeypatch)
+    app, _ = build_app(tmp_path)
 
     async def scenario() -> None:
         async with running(app) as client:
@@ -35,10 +35,8 @@ def test_engine_exception_fails_its_batch_with_500_and_the_next_batch_runs(
     assert any("batch of 1 failed" in r.getMessage() and r.exc_info for r in caplog.records)
 
 
-def test_full_queue_answers_503_with_retry_after_and_live_stays_up(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    app, engines = build_app(tmp_path, monkeypatch, max_queue_size=2, max_batch_size=1)
+def test_full_queue_answers_503_with_retry_after_and_live_stays_up(tmp_path: Path) -> None:
+    app, engines = build_app(tmp_path, max_queue_size=2, max_batch_size=1, max_images_per_request=1)
 
     async def scenario() -> None:
         async with running(app) as client:
@@ -47,12 +45,8 @@ def test_full_queue_answers_503_with_retry_after_and_live_stays_up(
             held = [asyncio.create_task(classify(client, GRAY))]
             await asyncio.to_thread(engine.started.wait, 5)
             held += [asyncio.create_task(classify(client, GRAY)) for _ in range(2)]
-            batcher = app.state.pool.get("fake").batcher
-            for _ in range(200):  # until the queue behind the held batch is full
-                if batcher.queued == 2:
-                    break
-                await asyncio.sleep(0.01)
-            assert batcher.queued == 2
+            batcher = app.state.models.get("fake").batcher
+            await until(lambda: batcher.queued == 2)  # the queue behind the held batch
             refused = await classify(client, GRAY)
             assert refused.status_code == 503
             assert refused.headers["Retry-After"] == "1"
@@ -66,10 +60,8 @@ def test_full_queue_answers_503_with_retry_after_and_live_stays_up(
     run(scenario)
 
 
-def test_client_deadline_header_gives_504_and_the_image_is_not_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    app, engines = build_app(tmp_path, monkeypatch, max_batch_size=1)
+def test_client_deadline_header_gives_504_and_the_image_is_not_run(tmp_path: Path) -> None:
+    app, engines = build_app(tmp_path, max_batch_size=1)
 
     async def scenario() -> None:
         async with running(app) as client:
@@ -92,10 +84,8 @@ def test_client_deadline_header_gives_504_and_the_image_is_not_run(
     run(scenario)
 
 
-def test_model_whose_session_fails_is_reported_and_others_serve(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    app, _ = build_app(tmp_path, monkeypatch, names=("broken", "fake"), failing=("broken",))
+def test_model_whose_session_fails_is_reported_and_others_serve(tmp_path: Path) -> None:
+    app, _ = build_app(tmp_path, names=("broken", "fake"), failing=("broken",))
 
     async def scenario() -> None:
         async with running(app) as client:
@@ -113,10 +103,8 @@ def test_model_whose_session_fails_is_reported_and_others_serve(
     run(scenario)
 
 
-def test_sigterm_turns_readiness_to_draining(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    app, _ = build_app(tmp_path, monkeypatch)
+def test_sigterm_turns_readiness_to_draining(tmp_path: Path) -> None:
+    app, _ = build_app(tmp_path)
 
     async def scenario() -> None:
         async with running(app) as client:

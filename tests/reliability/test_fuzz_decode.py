@@ -24,7 +24,7 @@ from tests.reliability import images
 
 EXAMPLES = int(os.environ.get("RESNET_SERVE_FUZZ_EXAMPLES", "1000"))
 SPEC = Preprocessing(resize_size=40, crop_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
-PREPROCESS = Preprocessor(SPEC, Limits(max_pixels=4_000_000, max_aspect_ratio=100))
+PREPROCESS = Preprocessor(SPEC, Limits(max_pixels=4_000_000))
 SEEDS = [
     *images.ODD_VALID.values(),
     images.encode(images.photo_like(), "JPEG", quality=90),
@@ -107,20 +107,3 @@ def test_mutated_real_images_decode_or_are_refused_with_4xx(data: bytes) -> None
 def test_every_odd_valid_image_decodes(name: str) -> None:
     tensor = PREPROCESS(images.ODD_VALID[name])
     assert tensor.shape == (3, 32, 32) and np.isfinite(tensor).all()
-
-
-def test_exif_orientation_is_applied() -> None:
-    # Stored 64x32 with orientation 6 ("rotate 90"): shown, and classified, as 32x64.
-    assert PREPROCESS.decode(images.exif_rotated_jpeg()).size == (32, 64)
-
-
-def test_sixteen_bit_png_keeps_its_range() -> None:
-    # A 0..65535 ramp must become 0..255, not be clipped to white by a naive convert.
-    rgb = np.asarray(PREPROCESS.decode(images.png_16bit()))
-    assert rgb.min() == 0 and rgb.max() == 255
-    assert 100 < rgb.mean() < 155
-
-
-def test_animated_gif_uses_its_first_frame() -> None:
-    red, green, blue = np.asarray(PREPROCESS.decode(images.animated_gif())).mean(axis=(0, 1))
-    assert red > 200 and green < 50 and blue < 50

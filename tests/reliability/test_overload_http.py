@@ -40,7 +40,11 @@ def test_overload_is_refused_fast_and_accepted_requests_are_answered(
     start_server, model_repository: Path, tmp_path: Path
 ) -> None:
     srv: ServerProcess = start_server(
-        model_repository, max_batch_size=4, max_queue_size=8, request_timeout_s=10
+        model_repository,
+        max_batch_size=4,
+        max_queue_size=8,
+        max_images_per_request=8,
+        request_timeout_s=10,
     )
     alone = httpx.post(f"{srv.url}/classify", files=FILES, timeout=60).json()
     want = alone["results"][0]["predictions"]

@@ -6,11 +6,10 @@ import asyncio
 from pathlib import Path
 
 import httpx
-import pytest
 
 from benchmarks.harness import ServerProcess
+from tests.fakes import GRAY, build_app, running
 from tests.reliability import images
-from tests.reliability.apphelpers import GRAY, build_app, running
 
 KEY = "k3y-for-tests"
 MARKER = b"IMAGE-BYTES-MARKER-7f3a9c"
@@ -74,10 +73,8 @@ def test_cors_is_off_by_default(server: ServerProcess) -> None:
     assert "access-control-allow-origin" not in preflight.headers
 
 
-def test_cors_allows_only_configured_origins(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    app, _ = build_app(tmp_path, monkeypatch, cors_origins="https://app.example")
+def test_cors_allows_only_configured_origins(tmp_path: Path) -> None:
+    app, _ = build_app(tmp_path, cors_origins="https://app.example")
 
     async def scenario() -> None:
         async with running(app) as client:

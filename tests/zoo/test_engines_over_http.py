@@ -109,7 +109,7 @@ def eager_probabilities(
         loaded = load_model(arch, weights="random")  # the export's seeded initialisation
     else:
         loaded = load_model(arch, checkpoint=checkpoint)
-    pre = Preprocessor(entry.config.preprocessing, Limits(40_000_000, 100))
+    pre = Preprocessor(entry.config.preprocessing, Limits(max_pixels=40_000_000))
     batch = torch.from_numpy(np.stack([pre(f.read_bytes()) for f in files]))
     with torch.inference_mode():
         return torch.softmax(loaded.module(batch).double(), dim=1).numpy()

@@ -17,7 +17,8 @@ def test_environment_and_settings_file_and_overrides(
     settings_file.write_text("RESNET_SERVE_MAX_BATCH_SIZE=8\nRESNET_SERVE_PORT=9001\n")
     monkeypatch.setenv("RESNET_SERVE_SETTINGS_FILE", str(settings_file))
     monkeypatch.setenv("RESNET_SERVE_PORT", "9002")  # environment beats the file
-    settings = load_settings(max_queue_size=7, host=None)  # None means "flag not given"
+    # None means "flag not given".
+    settings = load_settings(max_queue_size=7, max_images_per_request=7, host=None)
     assert settings.max_batch_size == 8
     assert settings.port == 9002
     assert settings.max_queue_size == 7
@@ -30,6 +31,21 @@ def test_invalid_value_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
 
 
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"max_images_per_request": 65, "max_queue_size": 64}, "max_images_per_request"),
+        ({"max_body_bytes": 2**20, "max_body_bytes_in_flight": 2**19}, "max_body_bytes"),
+    ],
+)
+def test_contradicting_settings_are_refused_naming_both(
+    overrides: dict[str, int], named: str
+) -> None:
+    with pytest.raises(ValueError, match=named) as info:
+        Settings(**overrides)
+    assert "could never" in str(info.value)
+
+
 def test_serve_help_documents_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--help"])
@@ -40,7 +56,7 @@ def test_serve_help_documents_every_setting(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_readme_configuration_table_lists_every_setting() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     missing = [n for n in Settings.model_fields if f"`{n.upper()}`" not in readme]
     assert not missing, f"README configuration table lacks {missing}"
 
