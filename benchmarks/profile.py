@@ -4,8 +4,10 @@ Starts a real server (the shared harness), drives it with the benchmark's closed
 client (640x480 JPEGs, ``--concurrency`` in flight), and samples it with py-spy
 (``--native``: ONNX Runtime's and Pillow's C frames are seen) for ``--seconds``.
 The raw stacks (``<out>/<model>-c<N>.txt``, collapsed-stack format: speedscope.app and
-flamegraph tools open it) are then attributed to the stages of the request path, and the
-server's own CPU time over the window is split by those shares into CPU-ms per image.
+flamegraph tools open it) are then attributed to the stages of the request path (the
+innermost frame that names a stage wins; threads blocked in a wait are left out), and
+the server's own CPU time over the window (/proc) is split by those shares into CPU-ms
+per image.
 
 Why CPU-ms per image and not wall time: on a shared machine other work changes wall
 time from run to run, while the CPU a stage costs per image barely moves. Sampling
@@ -121,12 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{server_cpu_s * 1000 / images:.1f} ms/image over {images} images (/proc); "
         f"{busy} busy + {idle} idle samples in {raw}"
     )
-    # A busy sample stands for 1/rate s of one Python thread; ONNX Runtime's own pool
-    # threads are not Python threads and are not sampled (the engine row is a floor).
-    print(f"{'stage':<24}{'share of busy':>14}{'ms/image':>10}")
+    # Shares of the busy samples (ONNX Runtime's pool threads included: py-spy --native
+    # sees them) split the server's measured CPU time; py-spy's pauses stretch wall time,
+    # so samples / rate would overstate every stage.
+    print(f"{'stage':<24}{'share of busy':>14}{'CPU ms/image':>14}")
+    per_image_ms = server_cpu_s * 1000 / images
     for stage, count in counts.most_common():
-        ms = count / args.rate / images * 1000
-        print(f"{stage:<24}{count / busy:>14.1%}{ms:>10.2f}")
+        print(f"{stage:<24}{count / busy:>14.1%}{count / busy * per_image_ms:>14.2f}")
     return 0
 
 

@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         url, pid = args.url.rstrip("/"), args.pid
     else:
         log = args.out.with_suffix(".server.log")
-        server = ServerProcess(args.repository, log, max_queue_size=32)
+        # A small queue so overload (503) is part of the mix; a request holds at most
+        # 2 images here, and the server refuses a queue smaller than its largest request.
+        server = ServerProcess(args.repository, log, max_queue_size=32, max_images_per_request=8)
         try:
             server.wait_ready(timeout_s=120)
         except BaseException:
