@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from benchmarks import machine
-from benchmarks.server import BenchServer, metric_value
+from benchmarks.harness import ServerProcess, metric_value, percentile
 
 
 @dataclass(frozen=True)
@@ -113,15 +113,8 @@ def multipart_bodies(images: list[tuple[str, bytes]], per_request: int) -> list[
     return bodies
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile; exact on the recorded latencies."""
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
-    return ordered[rank]
-
-
 async def _snapshot(
-    client: httpx.AsyncClient, server: BenchServer, labels: dict[str, str]
+    client: httpx.AsyncClient, server: ServerProcess, labels: dict[str, str]
 ) -> _Snapshot:
     text = (await client.get(f"{server.url}/metrics")).text
     return _Snapshot(
@@ -134,7 +127,7 @@ async def _snapshot(
 
 
 async def _load(
-    server: BenchServer,
+    server: ServerProcess,
     url: str,
     labels: dict[str, str],
     bodies: list[Body],
@@ -184,7 +177,7 @@ async def _load(
 
 
 def run_level(
-    server: BenchServer,
+    server: ServerProcess,
     model: str,
     version: int,
     bodies: list[Body],

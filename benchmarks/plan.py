@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import engine, http, preprocess
+from benchmarks.harness import ServerProcess
 from benchmarks.inputs import label
-from benchmarks.server import BenchServer
 from service.preprocess import Limits, Preprocessor
 from service.repository import ModelEntry, ModelVersion
 from service.settings import Settings
@@ -172,7 +172,8 @@ def run_http(
             continue
         print(f"== service over HTTP, batching {batching} ({settings or 'defaults'})", flush=True)
         log = tmp / f"server-{batching}.log"
-        with BenchServer(repository, log, settings, cpus=plan.server_cpus) as server:
+        quiet = {"log_level": "warning", **settings}
+        with ServerProcess(repository, log, cpus=plan.server_cpus, **quiet) as server:
             served = {f"{m['name']}:{m['version']}": m for m in server.models()}
             for entry, version in models:
                 name = label(entry, version)

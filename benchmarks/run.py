@@ -1,4 +1,4 @@
-"""``python -m benchmarks.run`` / ``resnet-serve bench``: engine, preprocessing, HTTP.
+"""``python -m benchmarks.run`` (``make bench``): engine, preprocessing, HTTP.
 
 One run measures, on this machine: the bare engine per batch size (the limit), the
 preprocessing cost, and the service over HTTP per concurrency with batching on and off;
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import machine, report
-from benchmarks.cli import DEFAULT_VARIANTS, add_arguments
 from benchmarks.inputs import (
     DEFAULT_CACHE,
     LARGE_SIZE,
@@ -29,6 +28,7 @@ from benchmarks.inputs import (
     source_photos,
     user_images,
 )
+from benchmarks.options import DEFAULT_VARIANTS, add_arguments
 from benchmarks.plan import Plan, run_engines, run_http, run_preprocess
 
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {
         "schema": 1,
         "date": date.today().isoformat(),
-        "command": " ".join(["python -m benchmarks.run", *getattr(args, "argv", sys.argv[1:])]),
+        "command": " ".join(["python -m benchmarks.run", *args.argv]),
         "mode": "quick" if args.quick else "full",
         "machine": machine.describe(),
         "load_before": machine.load_average(),

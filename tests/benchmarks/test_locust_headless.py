@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server_process import REPO_ROOT, ServerProcess
+from benchmarks.harness import REPO_ROOT, ServerProcess
 
 
 @pytest.mark.parametrize(

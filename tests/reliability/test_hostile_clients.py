@@ -28,9 +28,9 @@ from typing import Any
 import httpx
 import pytest
 
+from benchmarks.harness import ServerProcess
 from service.preprocess import worst_cost_bytes
 from tests.reliability import images
-from tests.server_process import ServerProcess
 
 API_KEY = "hostile-suite-key"
 MiB = 2**20
