@@ -12,6 +12,8 @@ state and are not counted; throughput counts completions inside the measured win
 requests still in flight when it closes are awaited (so the next level starts on an idle
 server) but not counted. Multipart bodies are built once, up front, so the client spends
 its CPU on HTTP only: on a 2-core machine every client cycle is taken from the server.
+The loop knows no protocol (:func:`closed_loop` takes a ``send``): the front-door
+comparison (:mod:`benchmarks.doors`) runs V2 REST and gRPC through the same loop.
 """
 
 from __future__ import annotations
