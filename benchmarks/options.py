@@ -58,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_ints,
         help="levels also run with batching off, max_batch_size=1 (default 16,64)",
     )
+    add(
+        "--doors-concurrency",
+        type=int,
+        help="concurrency of the front-door comparison (default: the highest HTTP level)",
+    )
     add("--images-per-request", type=int, default=1)
     add(
         "--set",
@@ -68,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="server setting for both servers, e.g. max_queue_delay_ms=0",
     )
-    add("--sections", default="engine,preprocess,http", help="what to run")
+    add("--sections", default="engine,preprocess,http,doors", help="what to run")
     add("--device", choices=("cpu", "cuda"), help="engine device (cuda: untested here)")
     add(
         "--providers",
