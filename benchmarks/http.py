@@ -12,6 +12,8 @@ state and are not counted; throughput counts completions inside the measured win
 requests still in flight when it closes are awaited (so the next level starts on an idle
 server) but not counted. Multipart bodies are built once, up front, so the client spends
 its CPU on HTTP only: on a 2-core machine every client cycle is taken from the server.
+The loop knows no protocol (:func:`closed_loop` takes a ``send``): the front-door
+comparison (:mod:`benchmarks.doors`) runs V2 REST and gRPC through the same loop.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ import statistics
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
 from benchmarks import machine
-from benchmarks.server import BenchServer, metric_value
+from benchmarks.harness import ServerProcess, metric_value, percentile
 
 
 @dataclass(frozen=True)
@@ -77,12 +80,25 @@ class LevelResult:
     cpu_ms_per_image: float = 0.0
 
 
+class Outcome(NamedTuple):
+    """One request's end: ``error`` is None on success, else a short code (an HTTP status,
+    ``"0"`` for a transport error or timeout, a gRPC status name); ``timings`` are the
+    server's own when its answer carries them (``/classify`` does, V2 does not)."""
+
+    error: str | None
+    timings: dict[str, float] | None = None
+
+
+#: Sends request number ``i`` (it picks the body) and says how it ended; never raises for
+#: a failed request, so one error does not stop a worker.
+Send = Callable[[int], Awaitable[Outcome]]
+
+
 @dataclass(frozen=True)
 class _Done:
     started: float
     finished: float
-    status: int  # 0: transport error or timeout
-    timings: dict[str, float] | None = None
+    outcome: Outcome
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,15 @@ class _Snapshot:
     server_cpu_s: float
     batch_sum: float
     batch_count: float
+
+
+@dataclass(frozen=True)
+class Load:
+    """Every request of a closed-loop run and the two snapshots around its window."""
+
+    done: list[_Done]
+    first: _Snapshot
+    last: _Snapshot
 
 
 def multipart_bodies(images: list[tuple[str, bytes]], per_request: int) -> list[Body]:
@@ -113,15 +138,16 @@ def multipart_bodies(images: list[tuple[str, bytes]], per_request: int) -> list[
     return bodies
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile; exact on the recorded latencies."""
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+def http_client(concurrency: int, budget: LoadBudget) -> httpx.AsyncClient:
+    """One keep-alive connection per worker, plus one for the /metrics snapshots."""
+    limits = httpx.Limits(
+        max_connections=concurrency + 1, max_keepalive_connections=concurrency + 1
+    )
+    return httpx.AsyncClient(timeout=budget.timeout_s, limits=limits)
 
 
 async def _snapshot(
-    client: httpx.AsyncClient, server: BenchServer, labels: dict[str, str]
+    client: httpx.AsyncClient, server: ServerProcess, labels: dict[str, str]
 ) -> _Snapshot:
     text = (await client.get(f"{server.url}/metrics")).text
     return _Snapshot(
@@ -133,77 +159,77 @@ async def _snapshot(
     )
 
 
-async def _load(
-    server: BenchServer,
-    url: str,
-    labels: dict[str, str],
-    bodies: list[Body],
+async def closed_loop(
+    send: Send,
     concurrency: int,
     budget: LoadBudget,
-) -> tuple[list[_Done], _Snapshot, _Snapshot]:
+    metrics: httpx.AsyncClient,
+    server: ServerProcess,
+    labels: dict[str, str],
+) -> Load:
+    """``concurrency`` workers each sending the next request as soon as theirs ends.
+
+    The front door is only in ``send``: every door is measured by the same loop, window
+    and snapshots (``metrics`` scrapes the server's /metrics, ``labels`` pick the model).
+    """
     done: list[_Done] = []
     issued = 0
-    limits = httpx.Limits(
-        max_connections=concurrency + 1, max_keepalive_connections=concurrency + 1
-    )
-    async with httpx.AsyncClient(timeout=budget.timeout_s, limits=limits) as client:
-        window_start = time.perf_counter() + budget.warmup_s
-        window_end = window_start + budget.max_time_s
+    window_start = time.perf_counter() + budget.warmup_s
+    window_end = window_start + budget.max_time_s
 
-        async def worker() -> None:
-            nonlocal issued
-            while issued < budget.max_requests and time.perf_counter() < window_end:
-                body = bodies[issued % len(bodies)]
-                issued += 1
-                t0 = time.perf_counter()
-                timings = None
-                try:
-                    response = await client.post(
-                        url, content=body.content, headers={"content-type": body.content_type}
-                    )
-                    status = response.status_code
-                except httpx.HTTPError:
-                    status = 0
-                t1 = time.perf_counter()
-                if status == 200:
-                    timings = response.json()["timings"]
-                done.append(_Done(t0, t1, status, timings))
+    async def worker() -> None:
+        nonlocal issued
+        while issued < budget.max_requests and time.perf_counter() < window_end:
+            index = issued
+            issued += 1
+            t0 = time.perf_counter()
+            outcome = await send(index)
+            done.append(_Done(t0, time.perf_counter(), outcome))
 
-        async def marks() -> tuple[_Snapshot, _Snapshot]:
-            await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
-            first = await _snapshot(client, server, labels)
-            # Close the window at its end, or earlier once the request budget is spent.
-            remaining = max(0.0, window_end - time.perf_counter())
-            await asyncio.wait(workers, timeout=remaining)
-            return first, await _snapshot(client, server, labels)
+    async def marks() -> tuple[_Snapshot, _Snapshot]:
+        await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
+        first = await _snapshot(metrics, server, labels)
+        # Close the window at its end, or earlier once the request budget is spent.
+        remaining = max(0.0, window_end - time.perf_counter())
+        await asyncio.wait(workers, timeout=remaining)
+        return first, await _snapshot(metrics, server, labels)
 
-        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
-        first, last = await marks()
-        await asyncio.gather(*workers)
-    return done, first, last
+    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    first, last = await marks()
+    await asyncio.gather(*workers)
+    return Load(done, first, last)
 
 
-def run_level(
-    server: BenchServer,
-    model: str,
-    version: int,
-    bodies: list[Body],
-    images_per_request: int,
-    concurrency: int,
-    budget: LoadBudget,
-    *,
-    batching: str,
+def classify_sender(client: httpx.AsyncClient, url: str, bodies: list[Body]) -> Send:
+    """``POST /classify`` with the prebuilt multipart bodies in turn."""
+
+    async def send(index: int) -> Outcome:
+        body = bodies[index % len(bodies)]
+        try:
+            response = await client.post(
+                url, content=body.content, headers={"content-type": body.content_type}
+            )
+        except httpx.HTTPError:
+            return Outcome("0")
+        if response.status_code != 200:
+            return Outcome(str(response.status_code))
+        return Outcome(None, response.json()["timings"])
+
+    return send
+
+
+def summarise(
+    load: Load, *, variant: str, batching: str, concurrency: int, images_per_request: int
 ) -> LevelResult:
-    url = f"{server.url}/classify?model={model}&version={version}&top_k=1"
-    labels = {"model": model, "version": str(version)}
-    done, first, last = asyncio.run(_load(server, url, labels, bodies, concurrency, budget))
+    """Throughput, latency percentiles, batch size and CPU shares of one run's window."""
+    done, first, last = load.done, load.first, load.last
     window = max(last.at - first.at, 1e-9)
     measured = [d for d in done if d.started >= first.at]
-    completed = [d for d in done if first.at <= d.finished <= last.at and d.status == 200]
-    ms = [(d.finished - d.started) * 1000 for d in measured if d.status == 200] or [0.0]
-    codes = Counter(str(d.status) for d in done if d.status != 200)
+    completed = [d for d in done if first.at <= d.finished <= last.at and d.outcome.error is None]
+    ms = [(d.finished - d.started) * 1000 for d in measured if d.outcome.error is None] or [0.0]
+    codes = Counter(d.outcome.error for d in done if d.outcome.error is not None)
     batches = last.batch_count - first.batch_count
-    timed = [d.timings for d in measured if d.timings] or [{}]
+    timed = [d.outcome.timings for d in measured if d.outcome.timings] or [{}]
 
     def server_ms(key: str) -> float:
         return statistics.median(t.get(key, 0.0) for t in timed)
@@ -212,18 +238,18 @@ def run_level(
     cpu_s = (last.server_cpu_s - first.server_cpu_s) + (last.client_cpu_s - first.client_cpu_s)
     images = len(completed) * images_per_request
     return LevelResult(
-        variant=f"{model}:{version}",
+        variant=variant,
         batching=batching,
         concurrency=concurrency,
         images_per_request=images_per_request,
         requests=len(done),
-        ok=sum(d.status == 200 for d in done),
-        errors=sum(d.status != 200 for d in done),
+        ok=sum(d.outcome.error is None for d in done),
+        errors=sum(d.outcome.error is not None for d in done),
         error_codes=dict(codes),
         measured=len(measured),
         window_s=window,
         requests_per_s=len(completed) / window,
-        images_per_s=len(completed) * images_per_request / window,
+        images_per_s=images / window,
         p50_ms=statistics.median(ms),
         p90_ms=percentile(ms, 0.90),
         p99_ms=percentile(ms, 0.99),
@@ -235,6 +261,43 @@ def run_level(
         client_cpu_share=(last.client_cpu_s - first.client_cpu_s) / cpu_capacity,
         server_cpu_share=(last.server_cpu_s - first.server_cpu_s) / cpu_capacity,
         cpu_ms_per_image=cpu_s / images * 1000 if images else 0.0,
+    )
+
+
+def classify_url(server: ServerProcess, model: str, version: int) -> str:
+    return f"{server.url}/classify?model={model}&version={version}&top_k=1"
+
+
+def model_labels(model: str, version: int) -> dict[str, str]:
+    """The /metrics labels of one model version (the batch-size histogram's)."""
+    return {"model": model, "version": str(version)}
+
+
+def run_level(
+    server: ServerProcess,
+    model: str,
+    version: int,
+    bodies: list[Body],
+    images_per_request: int,
+    concurrency: int,
+    budget: LoadBudget,
+    *,
+    batching: str,
+) -> LevelResult:
+    """One ``/classify`` level: ``concurrency`` clients posting ``bodies`` in turn."""
+
+    async def load() -> Load:
+        async with http_client(concurrency, budget) as client:
+            send = classify_sender(client, classify_url(server, model, version), bodies)
+            labels = model_labels(model, version)
+            return await closed_loop(send, concurrency, budget, client, server, labels)
+
+    return summarise(
+        asyncio.run(load()),
+        variant=f"{model}:{version}",
+        batching=batching,
+        concurrency=concurrency,
+        images_per_request=images_per_request,
     )
 
 

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import machine
-from benchmarks.cli import RESULTS_DIR
 from benchmarks.inputs import DEFAULT_PHOTOS, REPO_ROOT, Variant, ensure_models
+from benchmarks.options import RESULTS_DIR
+from benchmarks.run import main as run_benchmark
 from service.repository import load_model
 from service.settings import Settings
 
@@ -220,8 +221,6 @@ def main(argv: list[str] | None = None) -> int:
     bench_args += ["--batch-sizes", args.batch_sizes, "--concurrency", args.concurrency]
     bench_args += ["--off-concurrency", "", "--output-dir", str(args.output_dir)]
     bench_args += ["--name", stem, *(["--quick"] if args.quick else [])]
-    from benchmarks.run import main as run_benchmark
-
     status = run_benchmark(bench_args)
     if status:
         return status

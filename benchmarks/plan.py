@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import engine, http, preprocess
+from benchmarks import doors, engine, http, preprocess
+from benchmarks.harness import ServerProcess
 from benchmarks.inputs import label
-from benchmarks.server import BenchServer
 from service.preprocess import Limits, Preprocessor
 from service.repository import ModelEntry, ModelVersion
 from service.settings import Settings
@@ -38,6 +38,10 @@ class Plan:
     small_images: int
     large_images: int
     deadline_s: float
+    #: The front-door comparison: one level (default: the highest HTTP level), a few
+    #: seconds per door.
+    doors_concurrency: int
+    doors_budget: http.LoadBudget
     device: str | None = None
     fp16: bool = False
     server_cpus: str | None = None
@@ -47,13 +51,14 @@ class Plan:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Plan:
         quick = bool(args.quick)
+        concurrency = args.concurrency or ([1, 4] if quick else [1, 4, 16, 64])
         settings = dict(args.server_settings)
         if args.providers:
             settings["providers"] = args.providers
         return cls(
             engines=[e.strip() for e in args.engines.split(",") if e.strip()],
             batch_sizes=args.batch_sizes or ([1, 2] if quick else [1, 2, 4, 8, 16, 32]),
-            concurrency=args.concurrency or ([1, 4] if quick else [1, 4, 16, 64]),
+            concurrency=concurrency,
             off_concurrency=(
                 args.off_concurrency
                 if args.off_concurrency is not None
@@ -76,6 +81,12 @@ class Plan:
             small_images=4 if quick else 16,
             large_images=1 if quick else 4,
             deadline_s=240.0 if quick else 540.0,
+            doors_concurrency=args.doors_concurrency or max(concurrency),
+            doors_budget=(
+                http.LoadBudget(max_requests=24, max_time_s=3.0, warmup_s=0.0, timeout_s=30.0)
+                if quick
+                else http.LoadBudget(max_requests=2000, max_time_s=4.0, warmup_s=1.0)
+            ),
             device=args.device,
             fp16=bool(args.fp16),
             server_cpus=args.server_cpus,
@@ -172,7 +183,8 @@ def run_http(
             continue
         print(f"== service over HTTP, batching {batching} ({settings or 'defaults'})", flush=True)
         log = tmp / f"server-{batching}.log"
-        with BenchServer(repository, log, settings, cpus=plan.server_cpus) as server:
+        quiet = {"log_level": "warning", **settings}
+        with ServerProcess(repository, log, cpus=plan.server_cpus, **quiet) as server:
             served = {f"{m['name']}:{m['version']}": m for m in server.models()}
             for entry, version in models:
                 name = label(entry, version)
@@ -203,7 +215,27 @@ def run_http(
                         flush=True,
                     )
                     results["http"].append(asdict(row))
-    if plan.skipped:
-        results.setdefault("plan_notes", []).append(
-            "skipped (run deadline reached): " + "; ".join(plan.skipped)
-        )
+
+
+def run_doors(
+    plan: Plan,
+    repository: Path,
+    model: Model,
+    images: list[Path],
+    tmp: Path,
+    results: dict[str, Any],
+) -> None:
+    """Every front door (``/classify``, V2 REST and gRPC, JPEG and FP32) on one server."""
+    if not plan.time_left("front doors"):
+        return
+    results["doors"] = doors.run_doors(
+        repository,
+        model,
+        images,
+        tmp / "server-doors.log",
+        settings=plan.server_settings,
+        max_pixels=plan.server_base_settings().max_image_pixels,
+        concurrency=plan.doors_concurrency,
+        budget=plan.doors_budget,
+        cpus=plan.server_cpus,
+    )

@@ -1,7 +1,8 @@
 """Results: the three ratios, the Markdown tables, and the JSON + Markdown files.
 
 The JSON is the record (every row, every setting, machine and load); the Markdown is
-the same figures for people, headline first.
+the same figures for people, headline first. The front doors' table and headline line
+are in :mod:`benchmarks.report_doors`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+from benchmarks import report_doors
+from benchmarks.tables import num, pct, table
 
 
 def _best(rows: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
@@ -92,43 +96,29 @@ def _engine_b1(results: dict[str, Any], variant: str) -> float | None:
     return None
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return [*lines, ""]
-
-
-def _f(value: Any, digits: int = 1) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.0%}"
-
-
 def headline(results: dict[str, Any]) -> list[str]:
     rows = []
     for r in results["ratios"]:
         rows.append(
             [
                 f"{r['variant']} ({r['engine']})",
-                f"{_f(r.get('engine_best_images_per_s'))} @ b{r.get('engine_best_batch')}",
-                f"{_f(r.get('service_best_images_per_s'))} @ c{r.get('service_best_concurrency')}",
-                f"**{_pct(r.get('service_over_engine'))}**",
-                _pct(r.get("cpu_efficiency")),
-                _f(r.get("engine_batch1_ms")),
-                _f(r.get("service_c1_p50_ms")),
-                f"**{_f(r.get('low_load_overhead_ms'))}**",
-                f"{_f(r.get('c1_overhead_same_request_ms'))} ({_f(r.get('c1_decode_ms'))})",
+                f"{num(r.get('engine_best_images_per_s'))} @ b{r.get('engine_best_batch')}",
+                f"{num(r.get('service_best_images_per_s'))} @ c{r.get('service_best_concurrency')}",
+                f"**{pct(r.get('service_over_engine'))}**",
+                pct(r.get("cpu_efficiency")),
+                num(r.get("engine_batch1_ms")),
+                num(r.get("service_c1_p50_ms")),
+                f"**{num(r.get('low_load_overhead_ms'))}**",
+                f"{num(r.get('c1_overhead_same_request_ms'))} ({num(r.get('c1_decode_ms'))})",
                 (
-                    f"**{_f(r.get('batching_gain'), 2)}x** (c{r.get('batching_concurrency')} vs "
+                    f"**{num(r.get('batching_gain'), 2)}x** (c{r.get('batching_concurrency')} vs "
                     f"c{r.get('batching_off_concurrency')})"
                     if r.get("batching_gain") is not None
                     else "not measured"
                 ),
             ]
         )
-    return _table(
+    lines = table(
         [
             "model",
             "engine limit img/s",
@@ -143,6 +133,7 @@ def headline(results: dict[str, Any]) -> list[str]:
         ],
         rows,
     )
+    return [*lines, *report_doors.headline(results)]
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -165,7 +156,7 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     lines += [f"- {note}" for note in results["notes"]] + [""]
     lines += ["## Engine limit (in-process, preprocessed tensors)", ""]
-    lines += _table(
+    lines += table(
         [
             "model",
             "engine",
@@ -184,10 +175,10 @@ def markdown(results: dict[str, Any]) -> str:
                 r["provider"],
                 r["precision"],
                 str(r["batch_size"]),
-                _f(r["images_per_s"]),
-                _f(r["batch_ms_p50"]),
+                num(r["images_per_s"]),
+                num(r["batch_ms_p50"]),
                 str(r["runs"]),
-                _f(r.get("cpu_ms_per_image")),
+                num(r.get("cpu_ms_per_image")),
             ]
             for r in results["engine"]
         ],
@@ -195,7 +186,7 @@ def markdown(results: dict[str, Any]) -> str:
     for skipped in results["engine_skipped"]:
         lines.append(f"- {skipped['variant']} {skipped['engine']}: not run ({skipped['reason']})")
     lines += ["", "## Preprocessing per image (decode + resize/crop + normalise)", ""]
-    lines += _table(
+    lines += table(
         [
             "images",
             "size",
@@ -210,18 +201,18 @@ def markdown(results: dict[str, Any]) -> str:
             [
                 r["image_set"],
                 f"{r['width']}x{r['height']}",
-                _f(r["mean_bytes"] / 1024, 0),
-                _f(r["decode_ms"], 2),
-                _f(r["resize_crop_ms"], 2),
-                _f(r["normalise_ms"], 2),
-                _f(r["total_ms_p50"], 2),
-                _f(r["images_per_s_threaded"]),
+                num(r["mean_bytes"] / 1024, 0),
+                num(r["decode_ms"], 2),
+                num(r["resize_crop_ms"], 2),
+                num(r["normalise_ms"], 2),
+                num(r["total_ms_p50"], 2),
+                num(r["images_per_s_threaded"]),
             ]
             for r in results["preprocess"]
         ],
     )
     lines += ["## Service over HTTP (real JPEGs, closed loop)", ""]
-    lines += _table(
+    lines += table(
         [
             "model",
             "batching",
@@ -247,21 +238,21 @@ def markdown(results: dict[str, Any]) -> str:
                 str(r["images_per_request"]),
                 str(r["requests"]),
                 str(r["errors"]),
-                _f(r["requests_per_s"]),
-                _f(r["images_per_s"]),
-                _f(r["p50_ms"]),
-                _f(r["p90_ms"]),
-                _f(r["p99_ms"]),
-                _f(r["mean_batch_size"], 2),
+                num(r["requests_per_s"]),
+                num(r["images_per_s"]),
+                num(r["p50_ms"]),
+                num(r["p90_ms"]),
+                num(r["p99_ms"]),
+                num(r["mean_batch_size"], 2),
                 f"{r['client_cpu_share']:.0%}",
                 f"{r['server_cpu_share']:.0%}",
-                _f(r.get("cpu_ms_per_image")),
+                num(r.get("cpu_ms_per_image")),
             ]
             for r in results["http"]
         ],
     )
     lines += ["## Where the time goes at concurrency 1 (medians, ms)", ""]
-    lines += _table(
+    lines += table(
         [
             "model",
             "client p50",
@@ -275,18 +266,19 @@ def markdown(results: dict[str, Any]) -> str:
         [
             [
                 r["variant"],
-                _f(r["p50_ms"]),
-                _f(r["server_total_ms"]),
-                _f(r["server_decode_ms"]),
-                _f(r["server_queue_ms"]),
-                _f(r["server_inference_ms"]),
-                _f(r["p50_ms"] - r["server_total_ms"]),
-                _f(_engine_b1(results, r["variant"])),
+                num(r["p50_ms"]),
+                num(r["server_total_ms"]),
+                num(r["server_decode_ms"]),
+                num(r["server_queue_ms"]),
+                num(r["server_inference_ms"]),
+                num(r["p50_ms"] - r["server_total_ms"]),
+                num(_engine_b1(results, r["variant"])),
             ]
             for r in results["http"]
             if r["concurrency"] == 1 and r["batching"] == "on"
         ],
     )
+    lines += report_doors.section(results)
     lines += ["## Settings", "", "```json", json.dumps(results["config"], indent=2), "```", ""]
     return "\n".join(lines)
 

@@ -1,8 +1,9 @@
-"""``python -m benchmarks.run`` / ``resnet-serve bench``: engine, preprocessing, HTTP.
+"""``python -m benchmarks.run`` (``make bench``): engine, preprocessing, HTTP, doors.
 
 One run measures, on this machine: the bare engine per batch size (the limit), the
 preprocessing cost, and the service over HTTP per concurrency with batching on and off;
-then prints and writes the three ratios that say what the service costs over the limit.
+then prints and writes the three ratios that say what the service costs over the limit;
+then every front door (``/classify``, V2 REST, V2 gRPC) on one server, side by side.
 Every cell is bounded in count and time (see :mod:`benchmarks.plan`).
 """
 
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import machine, report
-from benchmarks.cli import DEFAULT_VARIANTS, add_arguments
 from benchmarks.inputs import (
     DEFAULT_CACHE,
     LARGE_SIZE,
@@ -29,7 +29,8 @@ from benchmarks.inputs import (
     source_photos,
     user_images,
 )
-from benchmarks.plan import Plan, run_engines, run_http, run_preprocess
+from benchmarks.options import DEFAULT_VARIANTS, add_arguments
+from benchmarks.plan import Plan, run_doors, run_engines, run_http, run_preprocess
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {
         "schema": 1,
         "date": date.today().isoformat(),
-        "command": " ".join(["python -m benchmarks.run", *getattr(args, "argv", sys.argv[1:])]),
+        "command": " ".join(["python -m benchmarks.run", *args.argv]),
         "mode": "quick" if args.quick else "full",
         "machine": machine.describe(),
         "load_before": machine.load_average(),
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         "engine_skipped": [],
         "preprocess": [],
         "http": [],
+        "doors": [],
         "notes": [],
     }
     print(f"load average before: {results['load_before']} on {machine.cores()} cores")
@@ -73,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
             run_preprocess(plan, models[0][0], small, large, results)
         if "http" in sections:
             run_http(plan, args.repository, models, small, tmp, results)
+        if "doors" in sections:
+            run_doors(plan, args.repository, models[0], small, tmp, results)
     results["ratios"] = report.ratios(results)
     results["load_after"] = machine.load_average()
     results["duration_s"] = time.monotonic() - started
@@ -119,7 +123,8 @@ def _notes(results: dict[str, Any], plan: Plan) -> None:
             "run: other work shared the CPU, so wall-clock figures (and their ratios) are "
             "noisy; trust the CPU-time columns."
         )
-    notes.extend(results.pop("plan_notes", []))
+    if plan.skipped:
+        notes.append("skipped (run deadline reached): " + "; ".join(plan.skipped))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Locust load test: users POSTing real images to ``/classify``.
+"""Locust load test: users POSTing real images to ``/classify`` or to the V2 REST door.
 
 Headless, against a local server (see docs/BENCHMARKS.md)::
 
@@ -13,6 +13,10 @@ variables, ``LOCUST_<NAME>``, as Locust maps them):
 * ``--model NAME`` / ``--model-version N``: the model to ask for (default: the server's).
 * ``--images-per-request N``: images per request (multipart ``file`` fields).
 * ``--top-k N``, ``--request-timeout-ms MS`` (sent as ``X-Request-Timeout-Ms``).
+* ``--protocol classify|v2-rest``: ``v2-rest`` sends the images as an Open Inference
+  Protocol ``BYTES`` tensor with the binary data extension, as ``tritonclient.http`` does
+  (``POST /v2/models/<model>/infer``), asking for the classification extension (top-k);
+  it needs ``--model``.
 
 Any non-200 answer, or a 200 whose body lacks one result per image, is a failure.
 """
@@ -20,8 +24,10 @@ Any non-200 answer, or a 200 whose body lacks one result per image, is a failure
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import random
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +58,12 @@ def _add_options(parser: Any) -> None:
     group.add_argument("--top-k", type=int, default=5)
     group.add_argument("--request-timeout-ms", default="", help="X-Request-Timeout-Ms header")
     group.add_argument("--api-key", default="", help="X-API-Key header, if the server needs one")
+    group.add_argument(
+        "--protocol",
+        choices=("classify", "v2-rest"),
+        default="classify",
+        help="POST /classify (multipart), or the V2 REST infer route (binary BYTES tensor)",
+    )
 
 
 def load_images(folder: Path) -> list[tuple[str, bytes, str]]:
@@ -101,7 +113,44 @@ class ClassifyUser(HttpUser):
         start = random.randrange(len(_images))
         self.cycle = itertools.islice(itertools.cycle(_images), start, None)
 
+        self.protocol = getattr(options, "protocol", "classify")
+        self.model = getattr(options, "model", "")
+        if self.protocol == "v2-rest" and not self.model:
+            raise SystemExit("--protocol v2-rest needs --model (the V2 route names the model)")
+        self.top_k = int(getattr(options, "top_k", 5))
+
     @task
+    def infer(self) -> None:
+        if self.protocol == "v2-rest":
+            self.v2_rest()
+        else:
+            self.classify()
+
+    def v2_rest(self) -> None:
+        """One V2 infer request: the images as one BYTES tensor, binary data extension."""
+        images = [next(self.cycle)[1] for _ in range(self.per_request)]
+        body, header_length = v2_binary_request(images, self.top_k)
+        version = self.params.get("version")
+        route = f"/v2/models/{self.model}" + (f"/versions/{version}" if version else "")
+        headers = {
+            **self.headers,
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(header_length),
+        }
+        name = f"/v2/models/{{model}}/infer [{self.per_request} img]"
+        with self.client.post(
+            route + "/infer", data=body, headers=headers, name=name, catch_response=True
+        ) as response:
+            if response.status_code != 200:
+                error = response.json().get("error", "") if _is_json(response) else ""
+                response.failure(f"HTTP {response.status_code} {error}".strip())
+                return
+            (output,) = response.json().get("outputs", [{}])
+            if output.get("shape") != [self.per_request, self.top_k]:
+                response.failure(f"output shape {output.get('shape')}")
+            else:
+                response.success()
+
     def classify(self) -> None:
         files = [("file", next(self.cycle)) for _ in range(self.per_request)]
         name = f"/classify [{self.per_request} img]"
@@ -124,6 +173,28 @@ class ClassifyUser(HttpUser):
                 response.failure(f"{len(results)} results for {self.per_request} images")
             else:
                 response.success()
+
+
+def v2_binary_request(images: list[bytes], top_k: int) -> tuple[bytes, int]:
+    """A V2 infer body with the binary tensor extension: JSON header, then the tensor.
+
+    BYTES elements are serialised as Triton does, each a 4-byte little-endian length
+    then the bytes; the classification output comes back in the JSON part.
+    """
+    tensor = b"".join(struct.pack("<I", len(image)) + image for image in images)
+    header = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "BYTES",
+                "shape": [len(images), 1],
+                "parameters": {"binary_data_size": len(tensor)},
+            }
+        ],
+        "outputs": [{"name": "probabilities", "parameters": {"classification": top_k}}],
+    }
+    head = json.dumps(header).encode()
+    return head + tensor, len(head)
 
 
 def _is_json(response: Any) -> bool:

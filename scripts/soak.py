@@ -18,11 +18,8 @@ import argparse
 import csv
 import io
 import json
-import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -33,7 +30,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# Run as a file (`python scripts/soak.py`) from a source checkout, where `benchmarks`
+# (not installed: source tree only) sits beside this folder.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import REPO_ROOT, ServerProcess, percentile, rss_bytes
 
 
 def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
@@ -68,41 +68,6 @@ def request_mix(seed: int = 0) -> list[tuple[str, dict[str, object], tuple[int, 
         ("top-k", {**files("a.jpg", jpeg), "params": {"top_k": "x"}}, (422,)),
         ("unknown-model", {**files("a.jpg", jpeg), "params": {"model": "nope"}}, (404,)),
     ]
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def start_server(repository: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RESNET_SERVE_")}
-    env |= {"RESNET_SERVE_REPOSITORY": str(repository), "RESNET_SERVE_PORT": str(port)}
-    env |= {"RESNET_SERVE_HOST": "127.0.0.1", "RESNET_SERVE_MAX_QUEUE_SIZE": "32"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(1200):  # bounded: 120 s
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with {process.returncode}; see {log}")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.terminate()
-    raise SystemExit(f"server not ready after 120 s; see {log}")
 
 
 def soak(args: argparse.Namespace, url: str, pid: int | None) -> dict[str, object]:
@@ -143,7 +108,7 @@ def soak(args: argparse.Namespace, url: str, pid: int | None) -> dict[str, objec
     samples: list[tuple[float, float]] = []
     while any(t.is_alive() for t in threads):
         if pid is not None:
-            samples.append((round(time.monotonic() - started, 2), rss_mib(pid)))
+            samples.append((round(time.monotonic() - started, 2), rss_bytes(pid) / 2**20))
         time.sleep(args.sample_s)
     for thread in threads:
         thread.join()
@@ -157,7 +122,8 @@ def soak(args: argparse.Namespace, url: str, pid: int | None) -> dict[str, objec
         "counts": dict(sorted(counts.items())),
         "failures": len(failures),
         "failure_examples": failures[:20],
-        "ok_p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
+        "ok_p50_ms": round(percentile(latencies, 0.5) * 1000, 1) if latencies else None,
+        "ok_p99_ms": round(percentile(latencies, 0.99) * 1000, 1) if latencies else None,
         "rss_samples": samples,
     }
     if len(samples) >= 8:
@@ -188,20 +154,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", type=Path, help="also write RSS samples as CSV")
     args = parser.parse_args(argv)
 
-    process = None
+    server = None
     if args.url:
         url, pid = args.url.rstrip("/"), args.pid
     else:
-        process, url = start_server(args.repository, args.out.with_suffix(".server.log"))
-        pid = process.pid
+        log = args.out.with_suffix(".server.log")
+        # A small queue so overload (503) is part of the mix; a request holds at most
+        # 2 images here, and the server refuses a queue smaller than its largest request.
+        server = ServerProcess(args.repository, log, max_queue_size=32, max_images_per_request=8)
+        try:
+            server.wait_ready(timeout_s=120)
+        except BaseException:
+            server.stop()
+            raise
+        url, pid = server.url, server.process.pid
     try:
         report = soak(args, url, pid)
+        if server is not None:
+            report["rss_peak_since_start_mib"] = round(server.peak_rss_bytes() / 2**20, 1)
     finally:
-        if process is not None:
-            process.terminate()
-            report_exit = process.wait(timeout=60)
-    if process is not None:
-        report["server_exit_code"] = report_exit
+        exit_code = server.stop(timeout_s=60) if server is not None else None
+    if server is not None:
+        report["server_exit_code"] = exit_code
     growth = report.get("rss_growth_mib")
     report["ok"] = report["failures"] == 0 and (growth is None or growth <= args.max_growth_mib)
     args.out.write_text(json.dumps(report, indent=1))

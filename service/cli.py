@@ -29,7 +29,7 @@ SUBCOMMAND_MODULES = ("service.export.cli", "service.importer", "service.quantiz
 #: ``serve --help`` sections, in order. A setting added without a place here is listed
 #: under "other" (never an error), and a test asks for it to be placed.
 SETTING_SECTIONS: dict[str, tuple[str, ...]] = {
-    "network": ("host", "port"),
+    "network": ("host", "port", "grpc_host", "grpc_port", "max_connections", "max_header_bytes"),
     "models": (
         "repository",
         "default_model",

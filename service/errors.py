@@ -68,6 +68,13 @@ class ImageTooLarge(PayloadTooLarge):
     code = "image_too_large"
 
 
+class HeadersTooLarge(ServiceError):
+    """The request line and headers are larger than the server takes."""
+
+    status = 431
+    code = "request_header_fields_too_large"
+
+
 class UnsupportedMediaType(ServiceError):
     status = 415
     code = "unsupported_media_type"

@@ -262,28 +262,39 @@ class RequestScope:
         """
         jobs = [asyncio.ensure_future(self._decode_one(image.data)) for image in images]
         try:
-            done = await asyncio.wait_for(
-                asyncio.gather(*jobs, return_exceptions=True), max(self.remaining_s(), 0.0)
+            # The first bad image ends the wait: the others need not be decoded.
+            _, pending = await asyncio.wait(
+                jobs, timeout=max(self.remaining_s(), 0.0), return_when=asyncio.FIRST_EXCEPTION
             )
-        except asyncio.TimeoutError:
+        finally:
+            # Deadline, a bad image, or the request cancelled (client gone): decodes not
+            # yet started never start; running ones finish and give their budget back.
+            for job in jobs:
+                job.cancel()
+        # Every finished job's exception is read (else asyncio logs it), the first raised.
+        errors = [
+            (i, error)
+            for i, job in enumerate(jobs)
+            if job.done() and not job.cancelled() and (error := job.exception()) is not None
+        ]
+        if errors:
+            index, error = errors[0]
+            if not isinstance(error, ServiceError):
+                raise BadImage(f"image {index} could not be decoded") from error
+            if len(images) > 1:
+                error.details.setdefault("image_index", index)
+                if images[index].name:
+                    error.details.setdefault("filename", images[index].name)
+            raise error
+        if pending:
             raise DeadlineExceeded(
                 "the request's deadline passed while its images were being decoded"
-            ) from None
-        tensors: list[Decoded] = []
-        slowest = 0.0
+            )
         observe = self._pipeline.metrics.preprocess_duration.labels(*self._key).observe
-        for index, (image, outcome) in enumerate(zip(images, done, strict=True)):
-            if isinstance(outcome, ServiceError):
-                if len(images) > 1:
-                    outcome.details.setdefault("image_index", index)
-                    if image.name:
-                        outcome.details.setdefault("filename", image.name)
-                raise outcome
-            if isinstance(outcome, BaseException):
-                raise BadImage(f"image {index} could not be decoded") from outcome
-            tensor, seconds = outcome
+        tensors: list[Decoded] = []
+        for job in jobs:
+            tensor, seconds = job.result()
             observe(seconds)
-            slowest = max(slowest, seconds)
             tensors.append(tensor)
         return tensors
 

@@ -37,10 +37,11 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import LOGGING_CONFIG
 
-from service.api import create_app
 from service.api.errors import service_error_response
 from service.api.health import startup_problems
+from service.app import create_app
 from service.errors import ModelUnavailable
+from service.http_limits import bounded_head_protocol
 from service.logs import configure_logging
 from service.settings import Settings
 from service.tracing import configure_tracing, shutdown_tracing
@@ -209,6 +210,9 @@ def run_server(settings: Settings) -> int:
         # Request logs carry method, path and status only, never bodies.
         access_log=settings.log_level == "debug",
         server_header=False,
+        # Request heads bounded in the protocol; connections bounded (503 past it).
+        http=bounded_head_protocol(settings.max_header_bytes),
+        limit_concurrency=settings.max_connections,
     )
     server = DrainingServer(config, app, responder)
     try:

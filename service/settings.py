@@ -89,6 +89,18 @@ class Settings(BaseSettings):
         40_000_000, ge=1, description="Largest width*height accepted, checked before decoding."
     )
     max_top_k: int = Field(100, ge=1, description="Largest top_k a client may ask for.")
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest request line plus headers; past it, 431 and the connection "
+        "is closed (bounded in the HTTP protocol, before any request handling).",
+    )
+    max_connections: int = Field(
+        1024,
+        ge=1,
+        description="Open connections (and requests in progress) at once; past it, 503. "
+        "With max_header_bytes, bounds the memory request heads can hold.",
+    )
     max_body_bytes_in_flight: int = Field(
         64 * 1024 * 1024,
         ge=1024,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.server_process import REPO_ROOT, ServerProcess
+from benchmarks.harness import REPO_ROOT, ServerProcess
 
 PHOTOS = (
     "chelsea.png",
@@ -88,7 +88,10 @@ def cifar_repository(tmp_path_factory: pytest.TempPathFactory, cifar_checkpoint:
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """Factory: ``start_server(repository, wait=True, **settings)``; stopped at teardown."""
+    """Factory: ``start_server(repository, wait=True, grpc_port=None, **settings)``.
+
+    Every server it started is stopped at teardown. See :class:`ServerProcess`.
+    """
     started: list[ServerProcess] = []
 
     def start(repository: Path, *, wait: bool = True, **settings: Any) -> ServerProcess:
@@ -109,9 +112,5 @@ def server(
 ) -> Iterator[ServerProcess]:
     """One resnet18 server shared by a test module (default settings)."""
     log = tmp_path_factory.mktemp("server") / "server.log"
-    proc = ServerProcess(model_repository, log)
-    try:
-        proc.wait_ready()
+    with ServerProcess(model_repository, log) as proc:
         yield proc
-    finally:
-        proc.stop()

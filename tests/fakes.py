@@ -25,7 +25,7 @@ import numpy.typing as npt
 from fastapi import FastAPI
 from PIL import Image
 
-from service.api import create_app
+from service.app import create_app
 from service.metrics import Metrics
 from service.pool import ModelPool
 from service.repository import (

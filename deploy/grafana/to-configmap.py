@@ -17,6 +17,9 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # deploy/, run as a file
+from generated import write_or_check
+
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "deploy" / "grafana" / "dashboards" / "resnet-serve.json"
 TARGET = ROOT / "k8s" / "components" / "monitoring" / "dashboard-configmap.yaml"
@@ -48,19 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare, do not write")
     args = parser.parse_args(argv)
     rendered = render()
-    if args.check:
-        current = TARGET.read_text(encoding="utf-8") if TARGET.exists() else ""
-        if current != rendered:
-            print(
-                f"{TARGET.relative_to(ROOT)} is stale: run python deploy/grafana/to-configmap.py",
-                file=sys.stderr,
-            )
-            return 1
-        print(f"{TARGET.relative_to(ROOT)} matches {SOURCE.relative_to(ROOT)}")
-        return 0
-    TARGET.write_text(rendered, encoding="utf-8")
-    print(f"wrote {TARGET.relative_to(ROOT)}")
-    return 0
+    return write_or_check(
+        TARGET, rendered, source=SOURCE, script="deploy/grafana/to-configmap.py", check=args.check
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""HTTP layer: the FastAPI app factory, routes, schemas and the error mapping."""
+"""The HTTP layer of the ``/classify`` door, and what both HTTP doors share: the body read
+stage, the error mapping, the middlewares, health and metrics endpoints.
 
-from service.api.app import create_app
-
-__all__ = ["create_app"]
+The app that puts the doors together is :func:`service.app.create_app`.
+"""

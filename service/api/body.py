@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, TypeVar, cast
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
@@ -56,9 +57,15 @@ async def _read_images(request: Request, call: RequestScope, max_images: int) ->
             raise BadRequest("multipart/form-data body without a boundary parameter")
         parts = _Parts(max_images)
         parser = MultipartParser(boundary, cast("MultipartCallbacks", parts.callbacks()))
-        async for chunk in _chunks(request, call):
-            parser.write(chunk)
-        parser.finalize()
+        try:
+            async for chunk in _chunks(request, call):
+                parser.write(chunk)
+            parser.finalize()
+        except MultipartParseError as exc:
+            raise BadRequest(
+                f"malformed multipart body: {exc}",
+                allowed="multipart/form-data with 'file' fields holding images",
+            ) from None
         return parts.images()
     if kind.startswith(RAW_IMAGE_TYPES):
         body = await _read_body(request, call)

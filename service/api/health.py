@@ -1,6 +1,6 @@
 """Probes and the scrape endpoint: what an orchestrator and Prometheus ask the service.
 
-Models load in the background after the port opens (see ``service/api/app.py``), so the
+Models load in the background after the port opens (see ``service/app.py``), so the
 three probes answer three different questions:
 
 ``/health/startup``

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from service.api import create_app
 from service.api.health import provider_mismatch, startup_problems
+from service.app import create_app
 from service.metrics import Metrics
 from service.pool import ModelPool
 from service.settings import Settings

@@ -6,12 +6,14 @@ No timing thresholds: speed targets live in the committed results files, not in 
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import pytest
 
-from benchmarks import report
-from benchmarks.inputs import Variant
+from benchmarks import report, report_doors
+from benchmarks.doors import DOORS, build_requests
+from benchmarks.inputs import SMALL_SIZE, Variant, make_jpegs, source_photos
 from benchmarks.run import main
 
 
@@ -150,3 +152,56 @@ def test_ratios_compare_like_with_like() -> None:
 def test_bad_variant_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="NAME or NAME:VERSION"):
         Variant.parse(text)
+
+
+def test_quick_run_measures_every_front_door(quick_results: tuple[dict, str]) -> None:
+    results, text = quick_results
+    doors = [(r["door"], r["input"]) for r in results["doors"]]
+    assert doors == [(d.door, d.input) for d in DOORS]
+    assert len(set(doors)) == 5
+    for row in results["doors"]:
+        assert row["errors"] == 0, row["error_codes"]
+        assert row["ok"] == row["requests"] > 0
+        assert row["variant"] == "resnet18:1"
+        assert row["concurrency"] == 4  # the highest HTTP level of --quick
+        assert row["images_per_s"] > 0 and row["over_classify"] > 0
+        assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+        assert 1 <= row["mean_batch_size"] <= row["concurrency"]
+        assert row["client_cpu_share"] > 0 and row["server_cpu_share"] > 0
+        assert row["cpu_ms_per_image"] > 0
+    classify = results["doors"][0]
+    assert classify["over_classify"] == 1.0
+    for row in results["doors"][1:]:
+        assert row["over_classify"] == pytest.approx(row["images_per_s"] / classify["images_per_s"])
+    assert "## Front doors" in text
+    for door, kind in doors:
+        assert text.count(f"| {door} | {kind} | 4 |") == 1
+    assert "Front doors (resnet18:1, concurrency 4" in "\n".join(report.headline(results))
+
+
+def test_door_requests_carry_the_image_as_each_protocol_wants(
+    model_repository: Path, photos_dir: Path, tmp_path: Path
+) -> None:
+    """BYTES: the JPEG length-prefixed (Triton's serialisation); FP32: [1, 3, 224, 224]."""
+    entry, version = Variant("resnet18").resolve(model_repository)
+    (jpeg,) = make_jpegs(source_photos(photos_dir), tmp_path, SMALL_SIZE, 1)
+    data = jpeg.read_bytes()
+    requests = build_requests(entry, version.info.version, [jpeg], max_pixels=10**8)
+    message = requests.grpc["BYTES"][0]
+    assert message.inputs[0].name == "image" and list(message.inputs[0].shape) == [1, 1]
+    assert message.raw_input_contents[0] == struct.pack("<I", len(data)) + data
+    assert message.outputs[0].parameters["classification"].int64_param == 1
+    pixels = requests.grpc["FP32"][0]
+    assert list(pixels.inputs[0].shape) == [1, 3, 224, 224]
+    assert len(pixels.raw_input_contents[0]) == 4 * 3 * 224 * 224
+    body, json_size = requests.rest["BYTES"][0]
+    header = json.loads(body[:json_size])
+    assert header["inputs"][0]["parameters"]["binary_data_size"] == len(data) + 4
+    assert body[json_size:] == struct.pack("<I", len(data)) + data
+    assert header["outputs"] == [
+        {"name": "probabilities", "parameters": {"binary_data": False, "classification": 1}}
+    ]
+
+
+def test_no_doors_no_headline_line() -> None:
+    assert report_doors.headline({}) == [] and report_doors.section({"doors": []}) == []

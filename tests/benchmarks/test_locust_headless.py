@@ -8,14 +8,22 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.server_process import REPO_ROOT, ServerProcess
+import pytest
+
+from benchmarks.harness import REPO_ROOT, ServerProcess
 
 
+@pytest.mark.parametrize(
+    ("protocol", "endpoint"),
+    [("classify", "/classify [2 img]"), ("v2-rest", "/v2/models/{model}/infer [2 img]")],
+)
 def test_locust_headless_run_succeeds_without_failures(
     model_repository: Path,
     photos_dir: Path,
     start_server: Callable[..., ServerProcess],
     tmp_path: Path,
+    protocol: str,
+    endpoint: str,
 ) -> None:
     server = start_server(model_repository)
     prefix = tmp_path / "locust"
@@ -29,6 +37,7 @@ def test_locust_headless_run_succeeds_without_failures(
             "--images", str(photos_dir),
             "--model", "resnet18",
             "--images-per-request", "2",
+            "--protocol", protocol,
             "--only-summary",
         ],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
@@ -39,8 +48,8 @@ def test_locust_headless_run_succeeds_without_failures(
     total = rows["Aggregated"]
     assert int(total["Request Count"]) > 0
     assert int(total["Failure Count"]) == 0
-    assert "/classify [2 img]" in rows
-    # The server saw them: two images per successful request, all classified.
-    assert server.metric("resnet_serve_images_total", model="resnet18") >= 2 * int(
-        total["Request Count"]
-    )
+    assert endpoint in rows
+    # The server saw them through that door: two images per request, all classified.
+    assert server.metric(
+        "resnet_serve_images_total", model="resnet18", protocol=protocol
+    ) >= 2 * int(total["Request Count"])

@@ -20,9 +20,9 @@ import pytest
 import yaml
 from PIL import Image
 
+from benchmarks.harness import ServerProcess, free_port, wait_http_ok
 from tests.deploy.conftest import DEPLOY, require_tool
 from tests.deploy.promql import dashboard_queries, substitute_grafana_variables
-from tests.server_process import ServerProcess, free_port, wait_http_ok
 
 SCRAPE_INTERVAL = "1s"
 #: Server start-up and Prometheus start-up are separate; this bounds what follows them.

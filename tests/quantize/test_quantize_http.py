@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.harness import ServerProcess
 from service.repository import load_model
-from tests.server_process import ServerProcess
 
 #: Images per request: the sample goes over in a few requests, as a client would batch.
 FILES_PER_REQUEST = 50

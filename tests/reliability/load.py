@@ -1,4 +1,4 @@
-"""A bounded HTTP load generator and an RSS sampler for the overload/shutdown tests.
+"""A bounded HTTP load generator for the overload/shutdown tests.
 
 Every loop is bounded in count and in time. Each request opens a fresh connection
 (``Connection: close``), so an outcome is per request, never a keep-alive artefact.
@@ -11,17 +11,8 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of a process, from /proc (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 @dataclass(frozen=True)
@@ -92,8 +83,3 @@ class Load:
 
 def summary(outcomes: list[Outcome]) -> dict[str, int]:
     return dict(Counter(str(o.status or o.failure) for o in outcomes))
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from benchmarks.harness import ServerProcess
 from tests.reliability import images
-from tests.server_process import ServerProcess
 
 LIMITS_DOC = Path(__file__).resolve().parents[2] / "README.md"
 GOOD = images.encode(images.photo_like(), "JPEG")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.harness import ServerProcess
 from service.repository import VERSION_FILE, VersionInfo, artifact_info, write_json
 from tests.reliability import images
-from tests.server_process import ServerProcess
 
 BROKEN = "resnet18-broken"
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from tests.server_process import ServerProcess
+from benchmarks.harness import ServerProcess
 
 EXAMPLES = int(os.environ.get("RESNET_SERVE_SCHEMA_EXAMPLES", "50"))
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.harness import ServerProcess
 from tests.fakes import GRAY, build_app, running
 from tests.reliability import images
-from tests.server_process import ServerProcess
 
 KEY = "k3y-for-tests"
 MARKER = b"IMAGE-BYTES-MARKER-7f3a9c"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.harness import ServerProcess
 from tests.reliability import images
 from tests.reliability.load import Load, summary
-from tests.server_process import ServerProcess
 
 IMAGE = images.encode(images.photo_like(640, 480), "JPEG", quality=90)
 #: Sent this long before SIGTERM, a request is surely in the server's hands.

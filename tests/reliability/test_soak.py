@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server_process import REPO_ROOT
+from benchmarks.harness import REPO_ROOT
 
 
 @pytest.mark.slow
@@ -40,8 +40,8 @@ def test_short_soak_has_no_failures_and_rss_levels_off(
         check=False,
     )
     print(result.stdout)
-    report = json.loads(out.read_text())
     assert result.returncode == 0, (result.stdout, result.stderr[-2000:])
+    report = json.loads(out.read_text())
     assert report["failures"] == 0 and report["server_exit_code"] == 0
     assert len(report["rss_samples"]) >= 10
     assert report["rss_growth_mib"] <= 48

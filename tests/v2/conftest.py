@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.server_process import ServerProcess
+from benchmarks.harness import ServerProcess
 
 API_KEY = "v2-secret"
 

@@ -98,7 +98,7 @@ def test_config_statistics_and_index_parse_in_both_clients(
 def preprocessor_of(repository: Path) -> Preprocessor:
     """The server's own preprocessing of the model, run here on the client's side."""
     config = scan_repository(repository)[0].config
-    return Preprocessor(config.preprocessing, Limits(max_pixels=10**8, max_aspect_ratio=100.0))
+    return Preprocessor(config.preprocessing, Limits(max_pixels=10**8))
 
 
 def _pixel_jpeg() -> bytes:

@@ -18,12 +18,12 @@ import pytest
 import torch
 from PIL import Image
 
+from benchmarks.harness import ServerProcess
 from service.export.architectures import get_architecture
 from service.export.weights import load_model
 from service.preprocess import Limits, Preprocessor
 from service.repository import scan_repository
 from tests.conftest import export
-from tests.server_process import ServerProcess
 
 #: fp32 ONNX Runtime / TorchScript vs eager differ by float reassociation only:
 #: logits within ~1e-5, so probabilities well within 1e-4.

@@ -1,4 +1,6 @@
-"""``create_app(settings)``: builds everything and hangs it on ``app.state``.
+"""``create_app(settings)``: the composition root. Builds the model pool, the request
+pipeline and every front door (``/classify``, V2 REST, V2 gRPC), and hangs them on
+``app.state``; it sits above the doors so that none of them imports another's module.
 
 Nothing is global: the repository, metrics, model pool, decode threads and the request
 pipeline belong to the app, so tests can run several apps side by side.

@@ -9,10 +9,10 @@ import httpx
 import numpy as np
 import pytest
 
+from benchmarks.harness import ServerProcess
 from service.preprocess import Limits, Preprocessor
 from service.repository import scan_repository
 from tests.conftest import PHOTOS
-from tests.server_process import ServerProcess
 
 
 def post_files(url: str, files: list[tuple[str, bytes]], **params: object) -> httpx.Response:

@@ -1,14 +1,15 @@
-"""``resnet-serve bench``: the benchmark as a subcommand of the service CLI.
+"""The command-line options of ``python -m benchmarks.run`` (``make bench``).
 
-Only light imports here: ``service.cli`` imports this module on every start, and a
-missing load-testing dependency must not break ``resnet-serve serve``.
+Options and their defaults only, imported by the runner and by ``benchmarks.int8``
+(which reuses ``RESULTS_DIR``); nothing here imports back, so the package has no
+import cycle. The product's CLI does not know the benchmarks: they live in the source
+tree, not in the wheel.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from benchmarks.inputs import DEFAULT_CACHE, DEFAULT_PHOTOS, Variant
 
@@ -57,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_ints,
         help="levels also run with batching off, max_batch_size=1 (default 16,64)",
     )
+    add(
+        "--doors-concurrency",
+        type=int,
+        help="concurrency of the front-door comparison (default: the highest HTTP level)",
+    )
     add("--images-per-request", type=int, default=1)
     add(
         "--set",
@@ -67,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="server setting for both servers, e.g. max_queue_delay_ms=0",
     )
-    add("--sections", default="engine,preprocess,http", help="what to run")
+    add("--sections", default="engine,preprocess,http,doors", help="what to run")
     add("--device", choices=("cpu", "cuda"), help="engine device (cuda: untested here)")
     add(
         "--providers",
@@ -81,20 +87,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--output-dir", type=Path, default=RESULTS_DIR)
     add("--name", help="results file stem (default: <machine>-<date>[-quick])")
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from benchmarks.run import run  # onnxruntime, torch and httpx load here only
-
-    return run(args)
-
-
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "bench",
-        help="measure engine limit, preprocessing and the HTTP service; write results",
-        description="Engine limit, preprocessing and HTTP service in one run; writes "
-        "benchmarks/results/<machine>-<date>.md and .json. See docs/BENCHMARKS.md.",
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=_bench)
