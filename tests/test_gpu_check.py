@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.server_process import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = REPO_ROOT / "scripts" / "gpu-check.sh"
 
