@@ -239,7 +239,8 @@ def load_model(folder: Path, *, verify_checksums: bool = True) -> ModelEntry:
             f"{folder}: config name {config.name!r} differs from the folder name {folder.name!r}"
         )
     version_dirs = sorted(
-        (p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
+        (p for p in folder.iterdir() if p.is_dir() and p.name.isascii() and p.name.isdigit()),
+        key=lambda p: int(p.name),
     )
     if not version_dirs:
         raise ModelConfigError(
@@ -267,7 +268,11 @@ def next_version(model_dir: Path) -> int:
     """The version number a new export into ``model_dir`` gets (1 for a new model)."""
     if not model_dir.is_dir():
         return 1
-    existing = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    existing = [
+        int(p.name)
+        for p in model_dir.iterdir()
+        if p.is_dir() and p.name.isascii() and p.name.isdigit()
+    ]
     return max(existing, default=0) + 1
 
 

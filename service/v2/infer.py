@@ -33,7 +33,8 @@ def parse_version(text: str | None) -> int | None:
     """A version from a path or message field: empty means the model's default version."""
     if not text:
         return None
-    if not text.isdigit() or int(text) < 1:
+    # isascii: str.isdigit() also accepts "²" and other digits int() refuses.
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise UnknownModel(f"model version must be a positive integer, got {text!r}")
     return int(text)
 
