@@ -148,7 +148,10 @@ class RequestScope:
         self._wanted = (model, version)
         self._started = time.perf_counter()
         limit = pipeline.settings.request_timeout_s
-        self.deadline = time.monotonic() + min(limit, timeout_s if timeout_s else math.inf)
+        # A client's own timeout only shortens ours; one already spent (a gRPC deadline
+        # that passed in transit: 0 or less) leaves no time at all, never unlimited time.
+        asked = math.inf if timeout_s is None else max(timeout_s, 0.0)
+        self.deadline = time.monotonic() + min(limit, asked)
         self._body_bytes = 0
         self._reservation: Reservation | None = None
         self._key = UNRESOLVED

@@ -219,3 +219,21 @@ def test_decodes_wait_for_decode_memory_and_give_it_back(tmp_path: Path) -> None
 def test_a_decode_budget_below_one_maximal_image_is_refused_at_start(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="max_decode_bytes_in_flight"):
         make_pipeline(tmp_path, max_image_pixels=40_000_000, max_decode_bytes_in_flight=2**28)
+
+
+def test_a_spent_client_timeout_leaves_no_time_not_unlimited_time(tmp_path: Path) -> None:
+    pipeline, engine = make_pipeline(tmp_path)
+
+    async def scenario() -> None:
+        await pipeline.models.load()
+        for spent in (0.0, -1.0):
+            with pytest.raises(DeadlineExceeded):
+                async with pipeline.request(
+                    "v2-grpc", model=None, version=None, timeout_s=spent
+                ) as call:
+                    await call.classify_images([EncodedImage(GRAY)])
+        assert engine.batches == []  # nothing ran
+        assert idle(pipeline)
+        await pipeline.models.stop(1)
+
+    asyncio.run(scenario())
