@@ -30,6 +30,7 @@ SUBCOMMAND_MODULES = ("service.export.cli", "service.importer", "service.quantiz
 #: under "other" (never an error), and a test asks for it to be placed.
 SETTING_SECTIONS: dict[str, tuple[str, ...]] = {
     "network": ("host", "port", "grpc_host", "grpc_port", "max_connections", "max_header_bytes"),
+    "V2 gRPC limits": ("grpc_max_message_bytes", "grpc_max_concurrent_rpcs"),
     "models": (
         "repository",
         "default_model",

@@ -31,6 +31,19 @@ class Settings(BaseSettings):
     grpc_host: str | None = Field(
         None, description="Address the V2 gRPC service binds (default: the HTTP host)."
     )
+    grpc_max_message_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="Largest V2 gRPC request message (gRPC's own default, 4 MiB); raise it "
+        "for large FP32 batches. At most max_body_bytes.",
+    )
+    grpc_max_concurrent_rpcs: int = Field(
+        64,
+        ge=1,
+        description="V2 gRPC calls served at once; past it, RESOURCE_EXHAUSTED at once. gRPC "
+        "reads a message before the service can charge it to the body budget, so this times "
+        "grpc_max_message_bytes bounds what gRPC messages can hold.",
+    )
 
     # --- models --------------------------------------------------------------------
     repository: Path = Field(Path("models"), description="Model repository folder.")
@@ -183,6 +196,11 @@ class Settings(BaseSettings):
             problems.append(
                 f"max_images_per_request ({self.max_images_per_request}) must be <= "
                 f"max_queue_size ({self.max_queue_size}): a full request could never fit"
+            )
+        if self.grpc_max_message_bytes > self.max_body_bytes:
+            problems.append(
+                f"grpc_max_message_bytes ({self.grpc_max_message_bytes}) must be <= "
+                f"max_body_bytes ({self.max_body_bytes}): one limit for a request's bytes"
             )
         if self.max_body_bytes > self.max_body_bytes_in_flight:
             problems.append(

@@ -105,7 +105,11 @@ def test_tensors_skip_decoding_and_are_checked(tmp_path: Path) -> None:
 
 def test_refusals_are_typed_counted_and_release_everything(tmp_path: Path) -> None:
     pipeline, _ = make_pipeline(
-        tmp_path, max_images_per_request=2, max_body_bytes_in_flight=4096, max_body_bytes=4096
+        tmp_path,
+        max_images_per_request=2,
+        max_body_bytes_in_flight=4096,
+        max_body_bytes=4096,
+        grpc_max_message_bytes=4096,
     )
 
     async def scenario() -> None:

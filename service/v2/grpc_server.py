@@ -4,7 +4,8 @@ It runs in the same process and on the same event loop as uvicorn (started and s
 from the app's lifespan), so a gRPC request goes through the same
 :class:`~service.pipeline.Pipeline` as HTTP: same admission, budgets, batchers and
 metrics (door ``v2-grpc``). The client's gRPC deadline becomes the request's timeout;
-the largest message accepted is ``max_body_bytes``, the HTTP body limit.
+the largest message accepted is ``grpc_max_message_bytes`` (at most ``max_body_bytes``),
+and at most ``grpc_max_concurrent_rpcs`` calls are served at once.
 
 Health (ServerLive, ServerReady, ModelReady) needs no API key, as ``/health/*`` does
 not, so orchestrators can probe it; every other call needs ``x-api-key`` metadata when
@@ -160,8 +161,11 @@ async def start_grpc_server(app: FastAPI, settings: Settings) -> Any:
     if settings.grpc_port == 0:
         return None
     server = grpc.aio.server(
+        # gRPC reads a whole message before the handler can charge it to the body
+        # budget: calls at once x message size bounds what messages can hold.
+        maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
         options=[
-            ("grpc.max_receive_message_length", settings.max_body_bytes),
+            ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
             ("grpc.max_send_message_length", -1),
             # gRPC sets SO_REUSEPORT by default: a second server on a taken port would
             # start "fine" and silently share the first one's connections.

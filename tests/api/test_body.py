@@ -64,7 +64,9 @@ def test_more_files_than_allowed_is_413_while_parsing(tmp_path: Path) -> None:
 def test_chunked_body_is_charged_as_it_streams_and_refused_when_the_budget_is_full(
     tmp_path: Path,
 ) -> None:
-    app, _ = build_app(tmp_path, max_body_bytes=4096, max_body_bytes_in_flight=4096)
+    app, _ = build_app(
+        tmp_path, max_body_bytes=4096, max_body_bytes_in_flight=4096, grpc_max_message_bytes=4096
+    )
 
     async def chunks():  # type: ignore[no-untyped-def]
         for _ in range(8):

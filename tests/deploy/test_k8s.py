@@ -234,17 +234,25 @@ def test_network_policy_admits_only_the_serving_ports(rendered: dict[str, dict[s
 
 
 def test_memory_limit_covers_the_budgets(rendered: dict[str, dict[str, Any]]) -> None:
-    """Peak RSS <= idle + body budget + decode budget + batch tensors (DEPLOY.md)."""
+    """Peak RSS <= idle + body budget + decode budget + request heads + gRPC messages
+    + batch tensors (DEPLOY.md); settings the ConfigMap leaves out take their defaults."""
     settings = rendered["ConfigMap"]["data"]
-    body = int(settings["RESNET_SERVE_MAX_BODY_BYTES_IN_FLIGHT"])
-    decode = int(settings["RESNET_SERVE_MAX_DECODE_BYTES_IN_FLIGHT"])
+
+    def setting(name: str) -> int:
+        value = settings.get(f"RESNET_SERVE_{name.upper()}")
+        return int(value) if value is not None else int(Settings.model_fields[name].default)
+
+    body = setting("max_body_bytes_in_flight")
+    decode = setting("max_decode_bytes_in_flight")
+    heads = setting("max_connections") * setting("max_header_bytes")
+    grpc = setting("grpc_max_concurrent_rpcs") * setting("grpc_max_message_bytes")
     batch = int(settings["RESNET_SERVE_MAX_BATCH_SIZE"])
     # Idle ResNet-50 process with its ONNX Runtime arena (measured: ~0.85 GB resident
     # at 32-image batches, docs/DEPLOY.md), plus the input tensors of two batches.
     idle = 0.9 * 2**30
     tensors = 2 * batch * 3 * 224 * 224 * 4
     limit = quantity(container(rendered)["resources"]["limits"]["memory"])
-    assert idle + body + decode + tensors <= limit
+    assert idle + body + decode + heads + grpc + tensors <= limit
 
 
 def test_resources_have_requests_within_limits(rendered: dict[str, dict[str, Any]]) -> None:

@@ -66,6 +66,7 @@ def strict_server(
         tmp_path_factory.mktemp("v2-strict") / "server.log",
         api_key=API_KEY,
         max_body_bytes=8192,
+        grpc_max_message_bytes=8192,
         max_queue_size=1,
         max_images_per_request=1,
     )

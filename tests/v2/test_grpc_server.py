@@ -76,3 +76,29 @@ def test_a_missing_key_is_refused_before_the_pipeline_sees_the_call() -> None:
     with pytest.raises(Aborted):
         asyncio.run(servicer(pipeline, api_key="k").ModelInfer(infer_request(), context))
     assert context.code == grpc.StatusCode.UNAUTHENTICATED and pipeline.asked == {}
+
+
+def test_server_bounds_message_size_and_calls_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gRPC reads a message before the budget sees it: both bounds must reach grpc."""
+    from service.v2 import grpc_server
+
+    seen: dict[str, Any] = {}
+
+    class Server:
+        def add_insecure_port(self, address: str) -> int:
+            return 1
+
+        async def start(self) -> None:
+            pass
+
+    def server(**kwargs: Any) -> Server:
+        seen.update(kwargs)
+        return Server()
+
+    monkeypatch.setattr(grpc_server.grpc.aio, "server", server)
+    monkeypatch.setattr(grpc_server.proto, "add_servicer", lambda servicer, srv: None)
+    monkeypatch.setattr(grpc_server, "InferenceServicer", lambda app: None)
+    settings = Settings(grpc_port=1234, grpc_max_message_bytes=65536, grpc_max_concurrent_rpcs=7)
+    asyncio.run(grpc_server.start_grpc_server(SimpleNamespace(), settings))  # type: ignore[arg-type]
+    assert seen["maximum_concurrent_rpcs"] == 7
+    assert ("grpc.max_receive_message_length", 65536) in seen["options"]
