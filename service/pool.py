@@ -19,7 +19,7 @@ from service.engines.base import Engine
 from service.engines.ort_options import fixed_batch_sizes
 from service.errors import ModelUnavailable, UnknownModel
 from service.metrics import Metrics
-from service.preprocess import Limits, Preprocessor, create_preprocessor
+from service.preprocess import Limits, Preprocessor
 from service.repository import ModelConfig, ModelEntry, ModelVersion
 from service.settings import Settings
 
@@ -33,6 +33,16 @@ EngineFactory = Callable[[ModelConfig, ModelVersion, Settings], Engine]
 #: Powers of two up to the limit: ONNX Runtime plans memory per shape seen, TensorRT
 #: and CUDA pick kernels per shape, and CUDA graphs run exactly these sizes.
 _warmup_sizes = fixed_batch_sizes
+
+
+def create_preprocessor(config: ModelConfig, limits: Limits) -> Preprocessor:
+    """The model's preprocessing backend: the exact CPU one unless its config asks for
+    ``preprocess_device: cuda`` (:mod:`service.preprocess_torch`, which needs torch)."""
+    if config.preprocess_device == "cpu":
+        return Preprocessor(config.preprocessing, limits)
+    from service.preprocess_torch import cuda_preprocessor
+
+    return cuda_preprocessor(config, limits)
 
 
 @dataclass

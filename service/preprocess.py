@@ -37,7 +37,7 @@ from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
 from service.imagemodes import orient_and_convert, peak_bytes_per_pixel, resampled_bytes_per_pixel
-from service.repository import ModelConfig, Preprocessing
+from service.repository import Preprocessing
 from service.resize import center_crop_box, crop_resize, resize_temp_bytes, resized_size
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
     "PendingJpeg",
     "Preprocessor",
     "center_crop_box",
-    "create_preprocessor",
     "resized_size",
     "stack_arrays",
     "worst_cost_bytes",
@@ -277,13 +276,3 @@ def _open_formats() -> tuple[str, ...]:
     """Allowed formats whose plugin this Pillow has (WebP is optional at build time)."""
     Image.init()  # imports the plugin modules; none of them sees our bytes
     return tuple(f for f in _OPEN_ORDER if f in Image.OPEN)
-
-
-def create_preprocessor(config: ModelConfig, limits: Limits) -> Preprocessor:
-    """The model's preprocessing backend: this exact CPU one unless its config asks for
-    ``preprocess_device: cuda`` (:mod:`service.preprocess_torch`, which needs torch)."""
-    if config.preprocess_device == "cpu":
-        return Preprocessor(config.preprocessing, limits)
-    from service.preprocess_torch import cuda_preprocessor
-
-    return cuda_preprocessor(config, limits)

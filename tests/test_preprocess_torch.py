@@ -22,7 +22,8 @@ from service.engines import load_engine
 from service.engines.base import Engine
 from service.errors import BadImage, ModelConfigError
 from service.pipeline import EncodedImage
-from service.preprocess import Limits, PendingJpeg, Preprocessor, create_preprocessor
+from service.pool import create_preprocessor
+from service.preprocess import Limits, PendingJpeg, Preprocessor
 from service.preprocess_torch import TorchPreprocessor
 from service.repository import ModelEntry, load_model
 from service.settings import Settings
