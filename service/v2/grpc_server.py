@@ -170,7 +170,7 @@ async def start_grpc_server(app: FastAPI, settings: Settings) -> Any:
             # gRPC sets SO_REUSEPORT by default: a second server on a taken port would
             # start "fine" and silently share the first one's connections.
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     proto.add_servicer(InferenceServicer(app), server)
     address = f"{settings.grpc_host or settings.host}:{settings.grpc_port}"
