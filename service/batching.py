@@ -207,10 +207,6 @@ class Batcher:
         started = self._running_since
         return 0.0 if started is None else time.monotonic() - started
 
-    @property
-    def accepting(self) -> bool:
-        return not self._closing
-
     # -- admission ---------------------------------------------------------------------
     def reserve(self, count: int) -> Reservation:
         """Hold room for ``count`` images or refuse at once."""
@@ -219,7 +215,7 @@ class Batcher:
         return Reservation(self, count)
 
     def check_room(self, count: int = 1) -> None:
-        """Raise unless ``count`` images fit now: lets a route refuse before reading a body."""
+        """Raise unless ``count`` more images fit now (reserve and resize ask this)."""
         if self._closing:
             raise ModelUnavailable("the server is shutting down; retry elsewhere")
         used = self._reserved + self._waiting

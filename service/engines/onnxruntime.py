@@ -88,7 +88,6 @@ class OnnxRuntimeEngine:
     ) -> None:
         import onnxruntime as ort  # serving extra; imported here so export needs none
 
-        self._ort = ort
         # No usage telemetry from a server (it also warns on a read-only filesystem).
         ort.disable_telemetry_events()
         options = ort.SessionOptions()
