@@ -37,7 +37,8 @@ from benchmarks.gpu_report import markdown
 from benchmarks.inputs import DEFAULT_PHOTOS, SMALL_SIZE, make_jpegs, source_photos
 from service.engines.ort_options import fixed_batch_sizes
 from service.metrics import Metrics
-from service.pipeline import EncodedImage, Pipeline
+from service.pipeline import EncodedImage, Inputs, Pipeline
+from service.pipeline.local import LocalCall
 from service.pool import ModelPool
 from service.preprocess import Limits, Preprocessor
 from service.preprocess_torch import TorchPreprocessor
@@ -144,9 +145,7 @@ async def _drive(
             data = jpegs[n % len(jpegs)]
             n += concurrency
             started = time.perf_counter()
-            async with pipeline.request("classify", model=name, version=None) as call:
-                call.hold_body(len(data))
-                await call.classify_images([EncodedImage(data)])
+            await pipeline.serve(LocalCall(Inputs(images=[EncodedImage(data)]), model=name))
             latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()

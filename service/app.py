@@ -13,21 +13,20 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from urllib.parse import parse_qs
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.types import Scope
+from prometheus_client import make_asgi_app
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import service
+from service import tracing
 from service.api.errors import install_error_handlers
 from service.api.health import build_health_router
-from service.api.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from service.api.request_id import RequestIdMiddleware
 from service.api.routes import build_router
-from service.errors import UnknownModel
 from service.metrics import Metrics
-from service.pipeline import UNRESOLVED, Door, Pipeline
+from service.pipeline import Pipeline
 from service.pool import ModelPool
 from service.repository import scan_repository
 from service.settings import Settings
@@ -35,15 +34,18 @@ from service.v2.grpc_server import start_grpc_server
 from service.v2.rest import build_v2_router
 
 logger = logging.getLogger(__name__)
+#: Paths never traced: probes and scrapes would drown the requests worth a trace.
+UNTRACED_PATHS = "/health/,/v2/health/,/metrics"
 
 
-def door_of(path: str) -> Door | None:
-    """Which front door an inference path belongs to (None: not an inference path)."""
-    if path == "/classify":
-        return "classify"
-    if path.startswith("/v2/models/") and path.endswith("/infer"):
-        return "v2-rest"
-    return None
+class _AsgiEndpoint:
+    """An ASGI app as a route endpoint (Starlette wraps plain functions as handlers)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings, *, pool: ModelPool | None = None) -> FastAPI:
@@ -59,20 +61,20 @@ def create_app(settings: Settings, *, pool: ModelPool | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # V2 gRPC on this same event loop and pipeline (None when grpc_port is 0).
-        grpc_server = await start_grpc_server(app, settings)
+        grpc_server = await start_grpc_server(pipeline, settings)
         # Load in the background: /health/live answers at once, /health/ready waits.
         loading = asyncio.create_task(pool.load(), name="load-models")
         try:
             yield
         finally:
-            app.state.draining = True
+            pipeline.readiness.draining = True
             if grpc_server is not None:  # finish accepted calls while the batchers still run
                 await grpc_server.stop(settings.drain_timeout_s)
             if not loading.done():
                 loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
             await pool.stop(settings.drain_timeout_s)
-            decode_threads.shutdown(wait=True, cancel_futures=True)
+            pipeline.close()
 
     app = FastAPI(
         title="resnet-serve",
@@ -84,23 +86,16 @@ def create_app(settings: Settings, *, pool: ModelPool | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.models = pool
     app.state.pipeline = pipeline
-    app.state.draining = False
     install_error_handlers(app)
     app.include_router(build_router(settings))
-    app.include_router(build_health_router(settings))
+    app.include_router(build_health_router())
     app.include_router(build_v2_router(settings))
+    # prometheus_client's own ASGI app: content negotiation (text or OpenMetrics) and
+    # gzip as the scraper asks, for this app's registry only. A route, not a mount, so
+    # /metrics answers without a redirect to /metrics/.
+    metrics_app = _AsgiEndpoint(make_asgi_app(registry=metrics.registry))
+    app.add_route("/metrics", metrics_app, include_in_schema=False)  # type: ignore[arg-type]
 
-    def fallback_labels(scope: Scope) -> tuple[str, str]:
-        """Labels for requests refused before the pipeline resolved their model."""
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        name = (query.get("model") or [pool.default_name or ""])[0]
-        try:
-            return pool.get(name).key
-        except UnknownModel:
-            return UNRESOLVED
-
-    # Added inner to outer: metrics must see the 413s the body limit sends itself.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -108,12 +103,16 @@ def create_app(settings: Settings, *, pool: ModelPool | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["X-API-Key", "Content-Type", "X-Request-Timeout-Ms"],
         )
-    app.add_middleware(
-        RequestMetricsMiddleware,
-        metrics=metrics,
-        door_of=door_of,
-        fallback_labels=fallback_labels,
-    )
+    if (provider := tracing.provider()) is not None:
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        # The server span of every HTTP request, continuing the caller's traceparent.
+        app.add_middleware(
+            OpenTelemetryMiddleware,
+            tracer_provider=provider,
+            excluded_urls=UNTRACED_PATHS,
+            exclude_spans=["receive", "send"],
+        )
     # Outermost: every answer, even one sent by the middleware above, carries the id.
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -160,6 +160,9 @@ class Batcher:
         self._waiting = 0  # items in _pending whose future is not done yet
         self._reserved = 0
         self._running_since: float | None = None
+        #: When the last batch ended, in milliseconds since the epoch (0: none yet); the
+        #: V2 statistics' ``last_inference``.
+        self.last_batch_ms = 0
         self._arrived = asyncio.Event()
         self._closing = False
         self._stopped = False
@@ -368,6 +371,7 @@ class Batcher:
             raise
         finally:
             self._running_since = None
+            self.last_batch_ms = time.time_ns() // 1_000_000
         inference_s = time.monotonic() - run_started
         self._observe.inference.observe(inference_s)
         self._observe.batch_size.observe(len(runnable))

@@ -8,6 +8,7 @@ was wrong and what is allowed, because the client reading them cannot see our lo
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, ClassVar
 
 
@@ -34,6 +35,13 @@ class BadImage(BadRequest):
     """The bytes are not a decodable image of an allowed format."""
 
     code = "bad_image"
+
+
+class InvalidParameter(ServiceError):
+    """A query or path parameter outside what the endpoint takes (FastAPI's 422 shape)."""
+
+    status = 422
+    code = "invalid_parameter"
 
 
 class Unauthorized(ServiceError):
@@ -80,6 +88,13 @@ class UnsupportedMediaType(ServiceError):
     code = "unsupported_media_type"
 
 
+class NotAnImage(UnsupportedMediaType):
+    """Bytes that no allowed image format recognises: a bad *tensor element* to the V2
+    protocol (400 there), an unsupported media type to ``/classify`` (415)."""
+
+    code = "not_an_image"
+
+
 class ClientGone(ServiceError):
     """The client hung up; its work was cancelled. Nobody reads the answer (nginx's 499)."""
 
@@ -115,6 +130,19 @@ class EngineError(ServiceError):
 
     status = 500
     code = "engine_error"
+
+
+def status_of(exc: BaseException) -> int:
+    """The HTTP status a request that ended with ``exc`` is answered and counted under.
+
+    One rule for every door: a typed error carries its status; a cancelled request is
+    a client that left (499); anything else is a server fault (500), a bug with a test.
+    """
+    if isinstance(exc, ServiceError):
+        return exc.status
+    if isinstance(exc, asyncio.CancelledError):
+        return ClientGone.status
+    return 500
 
 
 class ModelConfigError(Exception):

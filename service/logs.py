@@ -16,12 +16,32 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import uuid
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Literal
 
+from service.tracing import current_trace_ids
+
 #: The id of the HTTP request being handled in this context, None outside requests.
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+#: Longest caller-sent request id kept: it ends up in log lines and headers.
+MAX_REQUEST_ID_LENGTH = 128
+
+
+def usable_request_id(value: str) -> bool:
+    """Printable ASCII (space to tilde), 1..128 characters: nothing else is trusted."""
+    return 0 < len(value) <= MAX_REQUEST_ID_LENGTH and all(" " <= c <= "~" for c in value)
+
+
+def request_id_from(asked: str | bytes | None) -> str:
+    """The caller's request id when usable (HTTP ``X-Request-ID``, gRPC ``x-request-id``),
+    else a fresh uuid4 hex: one rule for every door."""
+    if isinstance(asked, str) and usable_request_id(asked):
+        return asked
+    return uuid.uuid4().hex
+
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LogFormat = Literal["text", "json"]
@@ -42,6 +62,9 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None) or request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        ids = current_trace_ids()
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:

@@ -168,6 +168,10 @@ class ModelPool:
     def all(self) -> list[ServedModel]:
         return [m for versions in self._models.values() for m in versions.values()]
 
+    def versions_of(self, name: str) -> list[ServedModel]:
+        """Every served version of one model (empty for an unknown name)."""
+        return list(self._models.get(name, {}).values())
+
     def default_of(self, name: str) -> ServedModel:
         return self._models[name][self._defaults[name]]
 

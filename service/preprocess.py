@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
-from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
+from service.errors import BadImage, ImageTooLarge, NotAnImage
 from service.imagemodes import orient_and_convert, peak_bytes_per_pixel, resampled_bytes_per_pixel
 from service.repository import Preprocessing
 from service.resize import center_crop_box, crop_resize, resize_temp_bytes, resized_size
@@ -193,13 +193,11 @@ class Preprocessor:
         try:
             image = Image.open(io.BytesIO(data), formats=_open_formats())
         except UnidentifiedImageError:
-            raise UnsupportedMediaType(
-                "not a recognised image", allowed=ALLOWED_FORMATS_TEXT
-            ) from None
+            raise NotAnImage("not a recognised image", allowed=ALLOWED_FORMATS_TEXT) from None
         except (OSError, ValueError, SyntaxError, EOFError) as exc:  # broken header
             raise BadImage(f"cannot read image header: {exc}") from None
         if image.format not in ALLOWED_FORMATS:  # a plugin may return a related format
-            raise UnsupportedMediaType(
+            raise NotAnImage(
                 f"image format {image.format} is not accepted", allowed=ALLOWED_FORMATS_TEXT
             )
         header_pixels = self._check_size(*image.size)

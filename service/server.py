@@ -38,7 +38,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.config import LOGGING_CONFIG
 
 from service.api.errors import service_error_response
-from service.api.health import startup_problems
 from service.app import create_app
 from service.errors import ModelUnavailable
 from service.http_limits import bounded_head_protocol
@@ -113,7 +112,7 @@ class DrainingServer(uvicorn.Server):
             return
         self._signalled = True
         logger.info("signal %d: draining (not ready; finishing accepted requests)", sig)
-        self._app.state.draining = True
+        self._app.state.pipeline.readiness.draining = True
         super().handle_exit(sig, frame)
         if sig == signal.SIGTERM:
             # uvicorn re-raises captured signals after a graceful shutdown, so the process
@@ -157,7 +156,7 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
     def _check_strict(self) -> None:
-        problems = startup_problems(self._app.state.models, self._app.state.settings)
+        problems = self._app.state.pipeline.readiness.startup_problems()
         if not problems:
             return
         for model, reason in problems.items():

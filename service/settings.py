@@ -40,9 +40,19 @@ class Settings(BaseSettings):
     grpc_max_concurrent_rpcs: int = Field(
         64,
         ge=1,
-        description="V2 gRPC calls served at once; past it, RESOURCE_EXHAUSTED at once. gRPC "
-        "reads a message before the service can charge it to the body budget, so this times "
-        "grpc_max_message_bytes bounds what gRPC messages can hold.",
+        description="V2 gRPC inference calls served at once; past it, UNAVAILABLE (retryable) "
+        "at once, counted. gRPC reads a message before the service can charge it to the body "
+        "budget and admits up to twice this many calls, so 2 x this x grpc_max_message_bytes "
+        "bounds what gRPC messages can hold.",
+    )
+    grpc_max_connections: int = Field(
+        256, ge=1, description="V2 gRPC connections open at once; past it, refused by gRPC."
+    )
+    grpc_max_streams_per_connection: int = Field(
+        32, ge=1, description="Concurrent V2 gRPC calls (HTTP/2 streams) on one connection."
+    )
+    grpc_idle_timeout_s: float = Field(
+        300.0, gt=0, description="A V2 gRPC connection with no call for this long is closed."
     )
 
     # --- models --------------------------------------------------------------------
@@ -98,6 +108,28 @@ class Settings(BaseSettings):
         32 * 1024 * 1024, ge=1024, description="Largest request body, enforced while streaming."
     )
     max_images_per_request: int = Field(64, ge=1, description="Most images in one request.")
+    min_body_rate_bytes_per_s: int = Field(
+        16 * 1024,
+        ge=1,
+        description="Slowest average rate a request body may arrive at, after "
+        "body_rate_grace_s; slower is 408 (a trickling client cannot hold a request).",
+    )
+    body_rate_grace_s: float = Field(
+        5.0, ge=0, description="Seconds a body may take before min_body_rate_bytes_per_s applies."
+    )
+    max_parse_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Most memory the parsed form of one request body may take (bounded from "
+        "the body before it is parsed; one body is parsed at a time); past it, 413.",
+    )
+    max_json_values: int = Field(
+        262_144,
+        ge=1024,
+        description="Most values (numbers, strings, lists...) in a V2 JSON request; past it, "
+        "413 before parsing. Bounds JSON parse time; send images as BYTES or tensors with "
+        "the binary tensor extension for more.",
+    )
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Largest width*height accepted, checked before decoding."
     )

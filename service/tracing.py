@@ -11,13 +11,17 @@ timeouts, ``OTEL_BSP_*`` for batching and ``OTEL_PROPAGATORS`` for the incoming
 
 The tracer is process-wide, like OpenTelemetry's own context: call sites deep in the
 request path (:func:`span`) have no app to ask. It lives in our own provider, not the
-global one, so tests can install an in-memory exporter and remove it again.
+global one, so tests can install an in-memory exporter and remove it again. Server spans
+are the instrumentation packages' (``opentelemetry-instrumentation-asgi`` and ``-grpc``,
+wired in ``service/app.py`` and ``service/v2/grpc_server.py`` with this provider): they
+continue the caller's ``traceparent`` on every door; the pipeline's stage spans (read,
+parse, decode, queue, inference) are their children.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
-    from opentelemetry.trace import Span, Tracer
+    from opentelemetry.trace import Tracer
 
 SERVICE_NAME = "resnet-serve"
 #: Reused for every call while tracing is off: no allocation, no import.
@@ -39,20 +43,6 @@ class _State:
 
 
 _state = _State()
-
-
-class SpanHandle:
-    """What the server span's owner may add once the answer is known (status code)."""
-
-    def __init__(self, span: Span | None) -> None:
-        self._span = span
-
-    def set(self, key: str, value: str | int | float | bool) -> None:
-        if self._span is not None:
-            self._span.set_attribute(key, value)
-
-
-_NOOP_HANDLE = SpanHandle(None)
 
 
 def enabled() -> bool:
@@ -81,21 +71,45 @@ def _child(tracer: Tracer, name: str, attributes: dict[str, Any]) -> Iterator[No
         yield
 
 
-@contextmanager
-def server_span(name: str, headers: Mapping[str, str], **attributes: Any) -> Iterator[SpanHandle]:
-    """The span of one HTTP request, child of the caller's ``traceparent`` if it sent one."""
-    tracer = _state.tracer
-    if tracer is None:
-        yield _NOOP_HANDLE
+def annotate(**attributes: Any) -> None:
+    """Attributes on the current span (the request's server span), if tracing is on."""
+    if _state.tracer is None:
         return
-    from opentelemetry.propagate import extract
-    from opentelemetry.trace import SpanKind
+    from opentelemetry import trace
 
-    parent = extract(dict(headers))
-    with tracer.start_as_current_span(
-        name, context=parent, kind=SpanKind.SERVER, attributes=attributes
-    ) as current:
-        yield SpanHandle(current)
+    current = trace.get_current_span()
+    if current.is_recording():
+        current.set_attributes(attributes)
+
+
+def rename(name: str, **attributes: Any) -> None:
+    """Name the current span (the server span, once the route is known)."""
+    if _state.tracer is None:
+        return
+    from opentelemetry import trace
+
+    current = trace.get_current_span()
+    if current.is_recording():
+        current.update_name(name)
+        current.set_attributes(attributes)
+
+
+def current_trace_ids() -> tuple[str, str] | None:
+    """(trace id, span id) of the current span as hex, for log lines; None when off."""
+    if _state.tracer is None:
+        return None
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}"
+
+
+def provider() -> TracerProvider | None:
+    """The tracer provider while tracing is on: the server spans of every door come from
+    the OpenTelemetry instrumentations (ASGI, gRPC) given this provider."""
+    return _state.provider
 
 
 def configure_tracing(exporter: SpanExporter | None = None) -> None:

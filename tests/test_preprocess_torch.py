@@ -21,14 +21,15 @@ from benchmarks.agreement import image_files, measure
 from service.engines import load_engine
 from service.engines.base import Engine
 from service.errors import BadImage, ModelConfigError
-from service.pipeline import EncodedImage
+from service.pipeline import EncodedImage, Inputs
+from service.pipeline.local import LocalCall
 from service.pool import create_preprocessor
 from service.preprocess import Limits, PendingJpeg, Preprocessor
 from service.preprocess_torch import TorchPreprocessor
 from service.repository import ModelEntry, load_model
 from service.settings import Settings
 from tests.fakes import FakeEngine, engine_busy, fake_entry, png, until
-from tests.test_pipeline import make_pipeline
+from tests.pipeline.test_hub import make_pipeline
 
 LIMITS = Limits(max_pixels=40_000_000)
 needs_cuda = pytest.mark.skipif(
@@ -152,8 +153,8 @@ def test_the_pipeline_hands_the_engine_the_backend_tensor_and_fails_only_the_bad
     pipeline.models._engine_factory = lambda *_: engine
 
     async def classify(data: bytes) -> np.ndarray:
-        async with pipeline.request("classify", model=None, version=None) as call:
-            return (await call.classify_images([EncodedImage(data)])).logits
+        outcome = await pipeline.serve(LocalCall(Inputs(images=[EncodedImage(data)])))
+        return outcome.logits
 
     async def scenario() -> None:
         await pipeline.models.load()

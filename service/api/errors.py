@@ -7,6 +7,7 @@ Every error body has the same shape, ``{"error": {"code", "message", ...details}
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,9 +15,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import ServiceError
+from service.errors import ServiceError, status_of
 
 logger = logging.getLogger(__name__)
+INTERNAL_MESSAGE = "internal error; see the server log"
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -49,9 +51,34 @@ def error_response(
 def service_error_response(exc: ServiceError) -> JSONResponse:
     """The response for a typed error; also used by middleware that answers by itself."""
     if exc.status >= 500 and exc.code == ServiceError.code:
-        return error_response(exc.status, exc.code, "internal error; see the server log")
+        return error_response(exc.status, exc.code, INTERNAL_MESSAGE)
     headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
     return error_response(exc.status, exc.code, exc.message, headers, **exc.details)
+
+
+def http_error(exc: BaseException, *, close: bool = False) -> JSONResponse:
+    """The ``/classify`` door's error table: a typed error as itself, anything else a 500
+    that shows no internals (the pipeline logged it). ``close``: the body was not read to
+    its end, so the connection must close, or its rest would be read as a new request."""
+    if isinstance(exc, ServiceError):
+        response = service_error_response(exc)
+    else:
+        response = error_response(status_of(exc), "internal_error", INTERNAL_MESSAGE)
+    if close:
+        response.headers["Connection"] = "close"
+    return response
+
+
+def validation_problems(errors: Sequence[Any], *, prefix: str = "") -> list[dict[str, str]]:
+    """Pydantic's errors as ``{"where", "problem"}`` pairs (the 422 body's ``problems``)."""
+    where = (prefix,) if prefix else ()
+    return [
+        {
+            "where": ".".join(str(p) for p in (*where, *err.get("loc", ()))),
+            "problem": str(err.get("msg", ""))[:200],
+        }
+        for err in errors
+    ]
 
 
 async def _service_error(_: Request, exc: Exception) -> JSONResponse:
@@ -61,10 +88,7 @@ async def _service_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = [
-        {"where": ".".join(str(p) for p in err.get("loc", ())), "problem": err.get("msg", "")}
-        for err in exc.errors()
-    ]
+    problems = validation_problems(exc.errors())
     summary = "; ".join(f"{p['where']}: {p['problem']}" for p in problems)
     return error_response(
         422, "invalid_parameter", f"invalid request: {summary}", problems=problems
@@ -79,7 +103,7 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error", exc_info=exc)
-    return error_response(500, "internal_error", "internal error; see the server log")
+    return error_response(500, "internal_error", INTERNAL_MESSAGE)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -87,9 +87,47 @@ def create_engine(config: ModelConfig, version: ModelVersion, settings: Settings
     )
 
 
+#: What engines report when they run on the CPU (ONNX Runtime, TorchScript).
+CPU_PROVIDERS = ("CPUExecutionProvider", "cpu")
+#: Providers that mean "a GPU was asked for": if the engine runs another, it fell back.
+_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def requested_gpu(config: ModelConfig, settings: Settings) -> str | None:
+    """The GPU provider (or ``cuda``) a model asked for; None if it did not insist."""
+    wanted = settings.provider_list() or config.providers or ()
+    if wanted and wanted[0] in _GPU_PROVIDERS:
+        return wanted[0]
+    if config.device == "cuda":
+        return "cuda"
+    return None
+
+
+def device_mismatch(config: ModelConfig, settings: Settings, running: str) -> str | None:
+    """Why an engine running on ``running`` is not where its model asked to run, or None.
+
+    ONNX Runtime silently falls back to the next provider when one fails to initialise
+    (a missing CUDA library, no device visible): the session works, on the CPU.
+    """
+    wanted = requested_gpu(config, settings)
+    if wanted is None:
+        return None
+    fell_back = running in CPU_PROVIDERS if wanted == "cuda" else running != wanted
+    return f"asked for {wanted}, running on {running}" if fell_back else None
+
+
 def max_batch_size_of(config: ModelConfig, settings: Settings) -> int:
     """The model's batch limit: its own, never above the service's."""
     return min(config.max_batch_size or settings.max_batch_size, settings.max_batch_size)
 
 
-__all__ = ["Engine", "create_engine", "load_engine", "max_batch_size_of", "select_engine"]
+__all__ = [
+    "CPU_PROVIDERS",
+    "Engine",
+    "create_engine",
+    "device_mismatch",
+    "load_engine",
+    "max_batch_size_of",
+    "requested_gpu",
+    "select_engine",
+]

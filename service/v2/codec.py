@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.errors import BadRequest
+from service.errors import BadRequest, PayloadTooLarge, TooManyImages
 from service.postprocess import softmax
 
 BYTES = "BYTES"
@@ -36,6 +36,8 @@ TENSOR_INPUT = "input"
 LOGITS_OUTPUT = "logits"
 PROBABILITIES_OUTPUT = "probabilities"
 OUTPUT_NAMES = (LOGITS_OUTPUT, PROBABILITIES_OUTPUT)
+#: Inputs a request may name (the model declares two, both optional; one is sent).
+MAX_INPUTS = 2
 
 _LENGTH = struct.Struct("<I")
 
@@ -84,20 +86,53 @@ class OutputTensor:
 
 
 # -- inputs --------------------------------------------------------------------------
+#: Most dimensions a tensor shape may have (ours take at most 4: N, C, H, W).
+MAX_RANK = 8
+#: Largest single dimension (a 32-bit signed index, as Triton's own limit).
+MAX_DIM = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may hold, known from the model before a tensor is built."""
+
+    #: Encoded images (BYTES elements) per request.
+    max_images: int
+    #: FP32 elements per request: images times the model's C*H*W.
+    max_elements: int
+
+
 def check_shape(name: str, shape: Sequence[Any]) -> tuple[int, ...]:
-    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+    """A shape checked in time linear in its length: rank, then each dimension."""
+    if not isinstance(shape, list | tuple) or not shape:
         raise BadRequest(f"input {name!r}: shape must be a non-empty list of integers")
-    if any(d < 0 for d in shape):
-        raise BadRequest(f"input {name!r}: shape {list(shape)} has a negative dimension")
+    if len(shape) > MAX_RANK:
+        raise BadRequest(
+            f"input {name!r}: shape has {len(shape)} dimensions; at most {MAX_RANK}",
+            allowed="[N] or [N, 1] for BYTES images, [N, 3, H, W] for FP32 pixels",
+        )
+    for dim in shape:
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise BadRequest(f"input {name!r}: shape must be a non-empty list of integers")
+        if dim < 0:
+            raise BadRequest(f"input {name!r}: shape {list(shape)} has a negative dimension")
+        if dim > MAX_DIM:
+            raise BadRequest(f"input {name!r}: a dimension is above {MAX_DIM}")
     return tuple(int(d) for d in shape)
 
 
-def deserialize_bytes(name: str, raw: bytes | bytearray) -> list[bytes]:
-    """Triton's BYTES layout: each element is a 4-byte little-endian length, then bytes."""
+def deserialize_bytes(name: str, raw: bytes | bytearray, max_items: int = 2**62) -> list[bytes]:
+    """Triton's BYTES layout: each element is a 4-byte little-endian length, then bytes.
+
+    Refuses at the first element past ``max_items``: a body of a million empty elements
+    costs a few of them, not a million objects.
+    """
     items: list[bytes] = []
     offset = 0
     view = memoryview(raw)
     while offset < len(raw):
+        if len(items) >= max_items:
+            raise _too_many(name, max_items)
         if offset + _LENGTH.size > len(raw):
             raise BadRequest(f"input {name!r}: BYTES data ends inside an element's length")
         (length,) = _LENGTH.unpack_from(view, offset)
@@ -116,8 +151,15 @@ def serialize_bytes(items: Iterable[bytes]) -> bytes:
     return b"".join(_LENGTH.pack(len(item)) + item for item in items)
 
 
+def _too_many(name: str, limit: int) -> TooManyImages:
+    return TooManyImages(
+        f"input {name!r} holds more than {limit} images; at most {limit} are accepted",
+        max_images_per_request=limit,
+    )
+
+
 def _element_count(name: str, shape: tuple[int, ...], count: int) -> None:
-    expected = math.prod(shape)
+    expected = math.prod(shape)  # at most MAX_RANK factors under 2**31: cheap
     if count != expected:
         raise BadRequest(
             f"input {name!r}: shape {list(shape)} holds {expected} elements, the data has {count}"
@@ -127,59 +169,101 @@ def _element_count(name: str, shape: tuple[int, ...], count: int) -> None:
 def _check_datatype(name: str, datatype: str) -> None:
     if datatype not in (BYTES, FP32):
         raise BadRequest(
-            f"input {name!r}: datatype {datatype!r} is not accepted",
+            f"input {name!r}: datatype {datatype[:32]!r} is not accepted",
             allowed=f"{BYTES} (encoded images) or {FP32} (preprocessed pixels)",
         )
 
 
+def _check_elements(name: str, count: int, limits: Limits | None) -> None:
+    if limits is not None and count > limits.max_elements:
+        raise PayloadTooLarge(
+            f"input {name!r} holds {count} FP32 values; at most {limits.max_elements} "
+            "(max_images_per_request inputs of this model) are accepted",
+            max_elements=limits.max_elements,
+        )
+
+
 def tensor_from_raw(
-    name: str, datatype: str, shape: Sequence[Any], raw: bytes | bytearray
+    name: str,
+    datatype: str,
+    shape: Sequence[Any],
+    raw: bytes | bytearray,
+    limits: Limits | None = None,
 ) -> InputTensor:
     """An input sent as raw bytes (binary extension, ``raw_input_contents``)."""
     dims = check_shape(name, shape)
     _check_datatype(name, datatype)
     data: npt.NDArray[Any]
     if datatype == BYTES:
-        data = np.array(deserialize_bytes(name, raw) or [], dtype=object)
+        max_items = limits.max_images if limits is not None else 2**62
+        data = np.array(deserialize_bytes(name, raw, max_items) or [], dtype=object)
     else:
         if len(raw) % 4:
             raise BadRequest(f"input {name!r}: FP32 data of {len(raw)} bytes is not 4-aligned")
+        _check_elements(name, len(raw) // 4, limits)
         data = np.frombuffer(raw, dtype="<f4").astype(np.float32, copy=False)
     _element_count(name, dims, data.size)
     return InputTensor(name, datatype, dims, data)
 
 
-def tensor_from_list(name: str, datatype: str, shape: Sequence[Any], values: Any) -> InputTensor:
+def tensor_from_list(
+    name: str, datatype: str, shape: Sequence[Any], values: Any, limits: Limits | None = None
+) -> InputTensor:
     """An input sent as typed values (JSON ``data``, gRPC ``contents``).
 
     BYTES elements in JSON are base64 text: JSON strings cannot carry the raw bytes of
     an image (a JPEG is not valid UTF-8), so no client can send one any other way.
-    Over gRPC ``bytes_contents`` are raw bytes and arrive here as ``bytes``.
+    Over gRPC ``bytes_contents`` are raw bytes and arrive here as ``bytes``. FP32 data
+    may be flat or nested in lists (row-major), numbers only; numpy converts it at C
+    speed, and anything it cannot take as a number array is the client's 400.
     """
     dims = check_shape(name, shape)
     _check_datatype(name, datatype)
-    flat = list(_flatten(values))
     data: npt.NDArray[Any]
     if datatype == BYTES:
+        max_items = limits.max_images if limits is not None else 2**62
+        flat = _flatten_bytes(name, values, max_items)
         data = np.array([_image_bytes(name, v) for v in flat] or [], dtype=object)
     else:
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in flat):
-            raise BadRequest(f"input {name!r}: FP32 data must be numbers")
-        try:
-            data = np.asarray(flat, dtype=np.float32)
-        except OverflowError:
-            raise BadRequest(f"input {name!r}: an FP32 value is out of range") from None
+        data = _numbers(name, values)
+        _check_elements(name, data.size, limits)
     _element_count(name, dims, data.size)
     return InputTensor(name, datatype, dims, data)
 
 
-def _flatten(values: Any) -> Iterable[Any]:
-    """The protocol allows row-major data flat or nested in lists."""
-    if isinstance(values, list | tuple):
-        for value in values:
-            yield from _flatten(value)
-    else:
-        yield values
+def _numbers(name: str, values: Any) -> npt.NDArray[np.float32]:
+    if not isinstance(values, list | tuple | np.ndarray):
+        raise BadRequest(f"input {name!r}: FP32 data must be a list of numbers")
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError):  # ragged nesting
+        raise BadRequest(f"input {name!r}: FP32 data must be a regular (row-major) list") from None
+    if array.size and array.dtype.kind == "O":  # an int too large for any machine type
+        raise BadRequest(f"input {name!r}: FP32 data must be numbers; a value is out of range")
+    if array.size and array.dtype.kind not in "iuf":  # strings, booleans, mixed
+        raise BadRequest(f"input {name!r}: FP32 data must be numbers")
+    with np.errstate(over="ignore"):
+        converted = array.astype(np.float32).ravel()
+    if not np.isfinite(converted).all():
+        raise BadRequest(f"input {name!r}: an FP32 value is out of range or not finite")
+    return converted
+
+
+def _flatten_bytes(name: str, values: Any, max_items: int) -> list[Any]:
+    """BYTES elements, flat or nested ``[[b], [b]]``, refused past ``max_items``."""
+    flat: list[Any] = []
+    stack = [values] if isinstance(values, list | tuple) else [[values]]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list | tuple):
+            stack.extend(reversed(node))
+            if len(stack) > max_items * 2 + 2:  # nesting cannot hide more elements
+                raise _too_many(name, max_items)
+            continue
+        if len(flat) >= max_items:
+            raise _too_many(name, max_items)
+        flat.append(node)
+    return flat
 
 
 def _image_bytes(name: str, value: Any) -> bytes:

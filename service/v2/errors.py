@@ -1,23 +1,22 @@
-"""The one mapping from the service's typed errors to the V2 protocol's error shapes.
+"""The V2 protocol's error tables: the service's typed errors as REST bodies and gRPC codes.
 
-REST: the protocol's ``{"error": "<message>"}`` body (what ``tritonclient`` reads) with
-the HTTP status the error carries, the same status ``/classify`` answers (README).
-gRPC: one status code per HTTP status, in :data:`GRPC_CODES`. A full queue is
-``UNAVAILABLE``, as Triton answers it: gRPC clients treat that code as "retry later",
-while ``RESOURCE_EXHAUSTED`` is what gRPC itself uses for a message over the size limit,
-so our 413s use it too. 5xx messages never show internals.
+One set of typed errors (:mod:`service.errors`) feeds both, so the same fault is the
+same class of answer on every door. REST: the protocol's ``{"error": "<message>"}`` body
+(what ``tritonclient`` reads) with the error's HTTP status, except that bytes which are
+not an image are a bad *tensor element* here, the protocol's 400 (``/classify`` answers
+415). gRPC: one status code per HTTP status, in :data:`GRPC_CODES`. A full queue or a
+door at its limit is ``UNAVAILABLE``, as Triton answers it: gRPC clients treat that code
+as "retry later", while ``RESOURCE_EXHAUSTED`` is what gRPC itself uses for a message over
+the size limit, so our 413s use it too. 5xx messages never show internals (the pipeline
+logged them).
 """
 
 from __future__ import annotations
 
-import logging
-
 import grpc
 from fastapi.responses import JSONResponse
 
-from service.errors import ServiceError
-
-logger = logging.getLogger(__name__)
+from service.errors import NotAnImage, ServiceError, status_of
 
 INTERNAL_MESSAGE = "internal error; see the server log"
 
@@ -28,8 +27,8 @@ GRPC_CODES: dict[int, grpc.StatusCode] = {
     408: grpc.StatusCode.DEADLINE_EXCEEDED,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     415: grpc.StatusCode.INVALID_ARGUMENT,
-    431: grpc.StatusCode.RESOURCE_EXHAUSTED,
     422: grpc.StatusCode.INVALID_ARGUMENT,
+    431: grpc.StatusCode.RESOURCE_EXHAUSTED,
     499: grpc.StatusCode.CANCELLED,
     500: grpc.StatusCode.INTERNAL,
     503: grpc.StatusCode.UNAVAILABLE,
@@ -37,15 +36,16 @@ GRPC_CODES: dict[int, grpc.StatusCode] = {
 }
 
 
-def status_of(exc: BaseException) -> int:
-    return exc.status if isinstance(exc, ServiceError) else 500
+def rest_status(exc: BaseException) -> int:
+    if isinstance(exc, NotAnImage):
+        return 400
+    return status_of(exc)
 
 
 def public_message(exc: BaseException) -> str:
     """What the client may read: the message of a 4xx/503/504, never a 500's internals."""
     if isinstance(exc, ServiceError) and exc.status != 500:
         return exc.message
-    logger.error("V2 request failed", exc_info=exc)
     return INTERNAL_MESSAGE
 
 
@@ -60,10 +60,12 @@ def retry_after(exc: BaseException) -> str | None:
     return None
 
 
-def rest_error(exc: BaseException) -> JSONResponse:
+def rest_error(exc: BaseException, *, close: bool = False) -> JSONResponse:
+    """The V2 REST error table; ``close``: the body was not read to its end."""
     wait = retry_after(exc)
+    headers = {"Retry-After": wait} if wait else {}
+    if close:
+        headers["Connection"] = "close"
     return JSONResponse(
-        {"error": public_message(exc)},
-        status_code=status_of(exc),
-        headers={"Retry-After": wait} if wait else None,
+        {"error": public_message(exc)}, status_code=rest_status(exc), headers=headers or None
     )

@@ -1,56 +1,132 @@
 """The V2 gRPC door: ``inference.GRPCInferenceService`` on ``grpc.aio``.
 
 It runs in the same process and on the same event loop as uvicorn (started and stopped
-from the app's lifespan), so a gRPC request goes through the same
-:class:`~service.pipeline.Pipeline` as HTTP: same admission, budgets, batchers and
-metrics (door ``v2-grpc``). The client's gRPC deadline becomes the request's timeout;
-the largest message accepted is ``grpc_max_message_bytes`` (at most ``max_body_bytes``),
-and at most ``grpc_max_concurrent_rpcs`` calls are served at once.
+from the app's lifespan). ``ModelInfer`` is a :class:`GrpcInferCall` served by the same
+:class:`~service.pipeline.Pipeline` as HTTP: its head is inside the protobuf, so the
+message is parsed in the pipeline's parse thread (a malformed one is INVALID_ARGUMENT).
+The client's gRPC deadline becomes the request's timeout; ``x-request-id`` metadata is
+the request id (echoed back), and a caller's ``traceparent`` continues in the server
+span the OpenTelemetry interceptor opens when tracing is on.
 
-Health (ServerLive, ServerReady, ModelReady) needs no API key, as ``/health/*`` does
-not, so orchestrators can probe it; every other call needs ``x-api-key`` metadata when
-an API key is set. Methods not served (streaming, shared memory, load/unload, trace,
-logging) answer UNIMPLEMENTED.
+Transport bounds (what gRPC holds before the servicer sees it): messages of at most
+``grpc_max_message_bytes``; at most ``grpc_max_connections`` connections, each with at
+most ``grpc_max_streams_per_connection`` streams; per-stream flow-control windows of
+64 KiB without BDP growth; calls admitted by gRPC at most twice the pipeline's limit
+``grpc_max_concurrent_rpcs`` (calls past the pipeline's limit are answered UNAVAILABLE,
+retryable, and counted). Health (ServerLive, ServerReady, ModelReady) needs no API key,
+as ``/health/*`` does not, so orchestrators can probe it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-from fastapi import FastAPI
 
+from service import tracing
 from service.errors import ServiceError, UnknownModel
-from service.pipeline import Pipeline
-from service.pool import ModelPool, ServedModel
+from service.logs import request_id_from
+from service.pipeline import Door, Head, Outcome, Parsed, Pipeline
+from service.pool import ServedModel
 from service.security import check_api_key
 from service.settings import Settings
 from service.v2 import metadata, proto
 from service.v2.errors import grpc_code, public_message, retry_after
-from service.v2.infer import parse_version, run
+from service.v2.infer import Reply, limits_of, to_inputs
 
 logger = logging.getLogger(__name__)
 API_KEY_METADATA = "x-api-key"
+REQUEST_ID_METADATA = "x-request-id"
+#: Per-stream HTTP/2 flow-control window: what one stream may send before we read it.
+STREAM_WINDOW_BYTES = 64 * 1024
 T = TypeVar("T")
 
 
-class InferenceServicer(proto.BaseServicer):  # type: ignore[misc]  # generated base: Any
-    def __init__(self, app: FastAPI) -> None:
-        self._app = app
-        self._settings: Settings = app.state.settings
+class GrpcInferCall:
+    """One ``ModelInfer`` call, as the pipeline sees it."""
+
+    door: Door = "v2-grpc"
+
+    def __init__(self, raw: bytes, context: Any, pipeline: Pipeline, request_id: str) -> None:
+        self._raw = raw
+        self._context = context
+        self._pipeline = pipeline
+        self._metadata = dict(context.invocation_metadata() or ())
+        self.request_id = request_id
+        self._message: Any = None
+
+    async def head(self) -> Head:
+        self._message = await self._pipeline.intake.offload(proto.parse_infer_request, self._raw)
+        return Head(
+            model=self._message.model_name or None,
+            version=self._message.model_version,
+            api_key=self._metadata.get(API_KEY_METADATA),
+            timeout_s=self._context.time_remaining(),
+            content_length=len(self._raw),
+        )
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        yield self._raw  # gRPC received the whole message before the call began
+
+    async def disconnected(self) -> None:
+        # grpc.aio cancels the handler task itself when the client goes: nothing to watch.
+        await asyncio.Event().wait()
+
+    def parser(self, served: ServedModel) -> _MessageParser:
+        limits = limits_of(served, self._pipeline.settings.max_images_per_request)
+        return _MessageParser(
+            self._message, lambda m: to_inputs(proto.request_from_proto(m, limits), served)
+        )
+
+    def encode(self, parsed: Parsed[Reply], outcome: Outcome) -> Any:
+        served, reply = outcome.model, parsed.extra
+        return proto.infer_response(
+            served.name, served.number, reply.id, reply.outputs_for(outcome)
+        )
+
+
+class _MessageParser:
+    """The already-parsed message's inputs, checked against the model."""
+
+    def __init__(self, message: Any, check: Callable[[Any], tuple[Any, Reply]]) -> None:
+        self._message = message
+        self._check = check
+
+    def feed(self, chunk: bytes) -> None:
+        pass  # the message was parsed with the head
+
+    def cost_bytes(self) -> int:
+        return 0  # the typed copies are bounded by the element limits as they are made
+
+    def finish(self) -> Parsed[Reply]:
+        inputs, reply = self._check(self._message)
+        return Parsed(inputs, reply)
+
+
+class InferenceServicer:
+    """The V2 gRPC methods; inference through the pipeline, the rest from its parts."""
+
+    def __init__(self, pipeline: Pipeline, settings: Settings) -> None:
+        self._pipeline = pipeline
+        self._settings = settings
+
+    def handlers(self) -> dict[str, Callable[..., Awaitable[Any]]]:
+        return {
+            "ServerLive": self.ServerLive,
+            "ServerReady": self.ServerReady,
+            "ModelReady": self.ModelReady,
+            "ServerMetadata": self.ServerMetadata,
+            "ModelMetadata": self.ModelMetadata,
+            "ModelConfig": self.ModelConfig,
+            "ModelStatistics": self.ModelStatistics,
+            "RepositoryIndex": self.RepositoryIndex,
+            "ModelInfer": self.ModelInfer,
+        }
 
     # -- helpers -----------------------------------------------------------------------
-    @property
-    def _pipeline(self) -> Pipeline:
-        pipeline: Pipeline = self._app.state.pipeline
-        return pipeline
-
-    @property
-    def _models(self) -> ModelPool:
-        return self._pipeline.models
-
     def _authorize(self, context: Any) -> None:
         presented = dict(context.invocation_metadata() or ()).get(API_KEY_METADATA)
         check_api_key(self._settings.api_key, presented)
@@ -58,13 +134,15 @@ class InferenceServicer(proto.BaseServicer):  # type: ignore[misc]  # generated 
     def _resolve(self, name: str, version: str) -> ServedModel:
         if not name:
             raise UnknownModel("model name is empty")
-        return self._pipeline.resolve(name, parse_version(version))
+        return self._pipeline.resolve(name, version)
 
     async def _answer(self, context: Any, work: Callable[[], Awaitable[T]]) -> T:
-        """Run ``work``; a typed error becomes the status its table says (one place)."""
+        """Run ``work``; an error becomes the status the table says (one place)."""
         try:
             return await work()
         except Exception as exc:
+            if not isinstance(exc, ServiceError):
+                logger.error("V2 gRPC call failed", exc_info=exc)
             wait = retry_after(exc)
             if wait:
                 context.set_trailing_metadata((("retry-after", wait),))
@@ -73,25 +151,25 @@ class InferenceServicer(proto.BaseServicer):  # type: ignore[misc]  # generated 
 
     # -- health ------------------------------------------------------------------------
     async def ServerLive(self, request: Any, context: Any) -> Any:
-        return proto.message("ServerLiveResponse", {"live": True})
+        return proto.message("ServerLiveResponse", live=self._pipeline.readiness.live().ok)
 
     async def ServerReady(self, request: Any, context: Any) -> Any:
-        ready = metadata.server_ready(self._models, self._app.state.draining)
-        return proto.message("ServerReadyResponse", {"ready": ready})
+        return proto.message("ServerReadyResponse", ready=self._pipeline.readiness.ready().ok)
 
     async def ModelReady(self, request: Any, context: Any) -> Any:
         """An unknown model is not ready (not an error), as Triton answers it."""
         try:
-            ready = self._resolve(request.name, request.version).serving
+            served = self._resolve(request.name, request.version)
         except UnknownModel:
-            ready = False
-        return proto.message("ModelReadyResponse", {"ready": ready})
+            return proto.message("ModelReadyResponse", ready=False)
+        ready = self._pipeline.readiness.model_ready(served.name, served.number)
+        return proto.message("ModelReadyResponse", ready=ready)
 
     # -- metadata ----------------------------------------------------------------------
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
             self._authorize(context)
-            return proto.message("ServerMetadataResponse", metadata.server_metadata())
+            return metadata.server_metadata()
 
         return await self._answer(context, work)
 
@@ -99,9 +177,8 @@ class InferenceServicer(proto.BaseServicer):  # type: ignore[misc]  # generated 
         async def work() -> Any:
             self._authorize(context)
             served = self._resolve(request.name, request.version)
-            versions = [m for m in self._models.all() if m.name == served.name]
-            body = metadata.model_metadata(served, versions, self._settings)
-            return proto.message("ModelMetadataResponse", body)
+            versions = self._pipeline.models.versions_of(served.name)
+            return metadata.model_metadata(served, versions)
 
         return await self._answer(context, work)
 
@@ -109,70 +186,80 @@ class InferenceServicer(proto.BaseServicer):  # type: ignore[misc]  # generated 
         async def work() -> Any:
             self._authorize(context)
             served = self._resolve(request.name, request.version)
-            config = metadata.model_config(served, self._settings)
-            return proto.message("ModelConfigResponse", {"config": config})
+            config = metadata.model_config(served, self._settings.max_queue_delay_ms)
+            return proto.message("ModelConfigResponse", config=config)
 
         return await self._answer(context, work)
 
     async def ModelStatistics(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
             self._authorize(context)
-            models = self._models.all()
+            models = self._pipeline.models.all()
             if request.name:
                 served = self._resolve(request.name, request.version)
-                same = [m for m in models if m.name == served.name]
+                same = self._pipeline.models.versions_of(served.name)
                 models = [served] if request.version else same
-            stats = metadata.model_statistics(models, self._pipeline.metrics.registry)
-            return proto.message("ModelStatisticsResponse", stats)
+            return metadata.model_statistics(models, self._pipeline.metrics.registry)
 
         return await self._answer(context, work)
 
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
             self._authorize(context)
-            index = metadata.repository_index(self._models)
-            if request.ready:
-                index = [m for m in index if m["state"] == "READY"]
-            return proto.message("RepositoryIndexResponse", {"models": index})
+            return metadata.repository_index(self._pipeline.models.all(), ready_only=request.ready)
 
         return await self._answer(context, work)
 
     # -- inference ---------------------------------------------------------------------
-    async def ModelInfer(self, request: Any, context: Any) -> Any:
-        async def work() -> Any:
-            self._authorize(context)
-            async with self._pipeline.request(
-                "v2-grpc",
-                model=request.model_name or None,
-                version=parse_version(request.model_version),
-                timeout_s=context.time_remaining(),
-            ) as scope:
-                scope.hold_body(request.ByteSize())
-                infer_request = proto.request_from_proto(request)
-                outcome, outputs = await run(scope, infer_request)
-            served = outcome.model
-            return proto.infer_response(served.name, served.number, infer_request.id, outputs)
-
-        return await self._answer(context, work)
+    async def ModelInfer(self, raw: bytes, context: Any) -> Any:
+        metadata_ = dict(context.invocation_metadata() or ())
+        request_id = request_id_from(metadata_.get(REQUEST_ID_METADATA))
+        await context.send_initial_metadata(((REQUEST_ID_METADATA, request_id),))
+        call = GrpcInferCall(raw, context, self._pipeline, request_id)
+        return await self._answer(context, lambda: self._pipeline.serve(call))
 
 
-async def start_grpc_server(app: FastAPI, settings: Settings) -> Any:
+def _interceptors() -> list[Any]:
+    """The OpenTelemetry server interceptor while tracing is on (probes not traced)."""
+    provider = tracing.provider()
+    if provider is None:
+        return []
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+
+    probes = filters.any_of(*(filters.method_name(m) for m in proto.HEALTH_METHODS))
+    untraced = filters.negate(probes)
+    return [aio_server_interceptor(tracer_provider=provider, filter_=untraced)]  # type: ignore[no-untyped-call]
+
+
+async def start_grpc_server(pipeline: Pipeline, settings: Settings) -> Any:
     """Start serving on ``grpc_host:grpc_port`` on the running loop; None when turned off."""
     if settings.grpc_port == 0:
         return None
     server = grpc.aio.server(
-        # gRPC reads a whole message before the handler can charge it to the body
-        # budget: calls at once x message size bounds what messages can hold.
-        maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+        interceptors=_interceptors(),
+        # gRPC reads a whole message before the servicer sees it; past twice the
+        # pipeline's limit it refuses on its own (RESOURCE_EXHAUSTED, uncounted), below
+        # that the pipeline answers UNAVAILABLE and counts. The bound on what messages
+        # can hold is this times grpc_max_message_bytes.
+        maximum_concurrent_rpcs=2 * settings.grpc_max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
             ("grpc.max_send_message_length", -1),
+            ("grpc.max_metadata_size", 16 * 1024),
+            ("grpc.max_concurrent_streams", settings.grpc_max_streams_per_connection),
+            ("grpc.max_allowed_incoming_connections", settings.grpc_max_connections),
+            ("grpc.http2.lookahead_bytes", STREAM_WINDOW_BYTES),
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.max_connection_idle_ms", int(settings.grpc_idle_timeout_s * 1000)),
+            ("grpc.server_handshake_timeout_ms", 5000),
             # gRPC sets SO_REUSEPORT by default: a second server on a taken port would
             # start "fine" and silently share the first one's connections.
             ("grpc.so_reuseport", 0),
         ],
     )
-    proto.add_servicer(InferenceServicer(app), server)
+    server.add_generic_rpc_handlers(
+        (proto.generic_handler(InferenceServicer(pipeline, settings).handlers()),)
+    )
     address = f"{settings.grpc_host or settings.host}:{settings.grpc_port}"
     try:
         server.add_insecure_port(address)

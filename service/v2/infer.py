@@ -1,17 +1,18 @@
-"""One V2 inference, door-agnostic: pick the input, run it through the pipeline, shape outputs.
+"""One V2 inference, door-agnostic: the parsed request into the pipeline's inputs, and the
+logits back into the outputs asked for.
 
-REST and gRPC open a :class:`~service.pipeline.RequestScope` (which resolved the model
-and set the deadline), turn their envelope into an :class:`InferRequest`, and call
-:func:`run`. Requests are checked against the model's signature before any image is
-decoded, so a wrong name, datatype or shape costs nothing.
+REST and gRPC turn their envelope into an :class:`InferRequest` in their parser (in the
+pipeline's parse stage), then :func:`to_inputs` checks it against the model's signature,
+before any image is decoded, so a wrong name, datatype or shape costs nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from service.errors import BadRequest, UnknownModel
-from service.pipeline import EncodedImage, Outcome, RequestScope
+from service.errors import BadRequest
+from service.pipeline import EncodedImage, Inputs, Outcome
 from service.pool import ServedModel
 from service.v2.codec import (
     BYTES,
@@ -21,6 +22,7 @@ from service.v2.codec import (
     TENSOR_INPUT,
     InferRequest,
     InputTensor,
+    Limits,
     OutputTensor,
     RequestedOutput,
     build_outputs,
@@ -29,21 +31,31 @@ from service.v2.codec import (
 _DATATYPES = {IMAGE_INPUT: BYTES, TENSOR_INPUT: FP32}
 
 
-def parse_version(text: str | None) -> int | None:
-    """A version from a path or message field: empty means the model's default version."""
-    if not text:
-        return None
-    # isascii: str.isdigit() also accepts "²" and other digits int() refuses.
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise UnknownModel(f"model version must be a positive integer, got {text!r}")
-    return int(text)
+@dataclass(frozen=True)
+class Reply:
+    """What a V2 door needs to answer: the request's id and the outputs it asked for."""
+
+    id: str
+    outputs: tuple[RequestedOutput, ...]
+    binary_output: bool = False
+
+    def outputs_for(self, outcome: Outcome) -> list[OutputTensor]:
+        return build_outputs(
+            outcome.logits, outcome.model.class_names, self.outputs, self.binary_output
+        )
+
+
+def limits_of(served: ServedModel, max_images: int) -> Limits:
+    """What one request to ``served`` may hold, for the parsers to refuse early."""
+    channels, height, width = served.input_shape
+    return Limits(max_images=max_images, max_elements=max_images * channels * height * width)
 
 
 def check_outputs(outputs: Sequence[RequestedOutput]) -> None:
     names = [o.name for o in outputs]
     for name in names:
         if name not in OUTPUT_NAMES:
-            raise BadRequest(f"unknown output {name!r}", allowed=list(OUTPUT_NAMES))
+            raise BadRequest(f"unknown output {name[:64]!r}", allowed=list(OUTPUT_NAMES))
     if len(set(names)) != len(names):
         raise BadRequest(f"an output is requested twice: {names}")
 
@@ -57,12 +69,10 @@ def select_input(inputs: Sequence[InputTensor], served: ServedModel) -> InputTen
         )
     tensor = inputs[0]
     if tensor.name not in _DATATYPES:
-        raise BadRequest(f"unknown input {tensor.name!r}", allowed=list(_DATATYPES))
+        raise BadRequest(f"unknown input {tensor.name[:64]!r}", allowed=list(_DATATYPES))
     expected = _DATATYPES[tensor.name]
     if tensor.datatype != expected:
-        raise BadRequest(
-            f"input {tensor.name!r} must be {expected}, got {tensor.datatype}",
-        )
+        raise BadRequest(f"input {tensor.name!r} must be {expected}, got {tensor.datatype}")
     if tensor.name == IMAGE_INPUT:
         if len(tensor.shape) > 2 or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
             raise BadRequest(
@@ -70,23 +80,22 @@ def select_input(inputs: Sequence[InputTensor], served: ServedModel) -> InputTen
                 "it takes [N] or [N, 1] (one encoded image per batch item)"
             )
     else:
-        size = served.entry.config.preprocessing.crop_size
-        if len(tensor.shape) != 4 or tensor.shape[1:] != (3, size, size):
+        item = served.input_shape
+        if len(tensor.shape) != 4 or tensor.shape[1:] != item:
             raise BadRequest(
                 f"input {TENSOR_INPUT!r} has shape {list(tensor.shape)}; "
-                f"model {served.name} takes [N, 3, {size}, {size}]"
+                f"model {served.name} takes [N, {', '.join(map(str, item))}]"
             )
     return tensor
 
 
-async def run(scope: RequestScope, request: InferRequest) -> tuple[Outcome, list[OutputTensor]]:
+def to_inputs(request: InferRequest, served: ServedModel) -> tuple[Inputs, Reply]:
+    """The pipeline's inputs and the door's reply state, for a checked request."""
     check_outputs(request.outputs)
-    tensor = select_input(request.inputs, scope.served)
-    scope.shorten(request.timeout_s)  # a timeout found inside the body
+    tensor = select_input(request.inputs, served)
+    reply = Reply(request.id, request.outputs, request.binary_output)
     if tensor.name == IMAGE_INPUT:
-        outcome = await scope.classify_images([EncodedImage(b) for b in tensor.data.tolist()])
-    else:
-        outcome = await scope.classify_tensors(tensor.data.reshape(tensor.shape))
-    return outcome, build_outputs(
-        outcome.logits, scope.served.class_names, request.outputs, request.binary_output
-    )
+        images = [EncodedImage(b) for b in tensor.data.tolist()]
+        return Inputs(images=images, timeout_s=request.timeout_s), reply
+    pixels = tensor.data.reshape(tensor.shape)
+    return Inputs(tensor=pixels, timeout_s=request.timeout_s), reply

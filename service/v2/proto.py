@@ -1,25 +1,31 @@
-"""The only module that touches the generated V2 protocol messages.
+"""The gRPC wire: the service's handler table and the inference messages.
 
-The stubs come from ``tritonclient.grpc`` (``service_pb2``, ``service_pb2_grpc``,
-``model_config_pb2``), the maintained package that ships the protocol's generated
-code; they carry no type hints, so everything untyped stays here and the rest of
-``service/v2`` sees typed values (:class:`InferRequest`, dicts) or opaque ``Any``.
+The generated code comes from ``tritonclient.grpc`` (``service_pb2``), the maintained
+package that ships the protocol's stubs; it carries no type hints, so the untyped
+request and response handling stays here (and the descriptive messages in
+:mod:`service.v2.metadata`), and the rest of ``service/v2`` sees typed values.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from google.protobuf import json_format
+import grpc
+import numpy as np
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2 as pb
-from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from service.errors import BadRequest
+from service.errors import BadRequest, TooManyImages
 from service.v2.codec import (
     BYTES,
     FP32,
+    MAX_INPUTS,
+    MAX_RANK,
+    OUTPUT_NAMES,
     InferRequest,
     InputTensor,
+    Limits,
     OutputTensor,
     RequestedOutput,
     class_count,
@@ -28,21 +34,66 @@ from service.v2.codec import (
     tensor_from_raw,
 )
 
-#: Subclassed by the servicer: methods it does not define answer UNIMPLEMENTED.
-BaseServicer: Any = pb_grpc.GRPCInferenceServiceServicer
-add_servicer: Any = pb_grpc.add_GRPCInferenceServiceServicer_to_server
+SERVICE = "inference.GRPCInferenceService"
+#: The unary methods served, with their request and response types. ``ModelInfer``
+#: takes its request as bytes: the pipeline parses it off the event loop, and a
+#: malformed message becomes the client's INVALID_ARGUMENT, not gRPC's UNKNOWN.
+#: Methods not listed (streaming, shared memory, trace, logging) answer UNIMPLEMENTED.
+_METHODS: dict[str, tuple[Any, Any]] = {
+    "ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse),
+    "ServerReady": (pb.ServerReadyRequest, pb.ServerReadyResponse),
+    "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse),
+    "ServerMetadata": (pb.ServerMetadataRequest, pb.ServerMetadataResponse),
+    "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+    "ModelConfig": (pb.ModelConfigRequest, pb.ModelConfigResponse),
+    "ModelStatistics": (pb.ModelStatisticsRequest, pb.ModelStatisticsResponse),
+    "RepositoryIndex": (pb.RepositoryIndexRequest, pb.RepositoryIndexResponse),
+    "ModelInfer": (None, pb.ModelInferResponse),
+}
+#: Probes: never traced (a trace per probe drowns the real ones).
+HEALTH_METHODS = ("ServerLive", "ServerReady", "ModelReady")
+
+
+def generic_handler(handlers: dict[str, Callable[..., Any]]) -> grpc.GenericRpcHandler:
+    """The service's handler table: each method with its (de)serializers."""
+    table = {}
+    for name, handler in handlers.items():
+        request_type, response_type = _METHODS[name]
+        table[name] = grpc.unary_unary_rpc_method_handler(
+            handler,
+            request_deserializer=None if request_type is None else request_type.FromString,
+            response_serializer=response_type.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(SERVICE, table)
+
 
 _CONTENTS = {BYTES: "bytes_contents", FP32: "fp32_contents"}
 
 
-def request_from_proto(message: Any) -> InferRequest:
+def parse_infer_request(raw: bytes) -> Any:
+    """A ``ModelInferRequest`` from its wire bytes; malformed bytes are the client's 400."""
+    try:
+        return pb.ModelInferRequest.FromString(raw)
+    except DecodeError as exc:
+        raise BadRequest(f"malformed ModelInferRequest message: {str(exc)[:200]}") from None
+
+
+def request_from_proto(message: Any, limits: Limits | None = None) -> InferRequest:
     """A ``ModelInferRequest`` as an :class:`InferRequest`.
 
     With ``raw_input_contents`` (what ``tritonclient.grpc`` sends), entry i holds input
     i's raw bytes and every input must use it; otherwise each input has typed contents.
+    Counts are checked on the message's containers (O(1)) before any list is built.
     """
-    raw = list(message.raw_input_contents)
-    if raw and len(raw) != len(message.inputs):
+    if len(message.inputs) > MAX_INPUTS:
+        raise BadRequest(f"{len(message.inputs)} inputs sent; send exactly one")
+    if len(message.outputs) > len(OUTPUT_NAMES):
+        raise BadRequest(
+            f"{len(message.outputs)} outputs requested; this model has {len(OUTPUT_NAMES)}",
+            allowed=list(OUTPUT_NAMES),
+        )
+    raw = message.raw_input_contents
+    if len(raw) and len(raw) != len(message.inputs):
         raise BadRequest(
             f"{len(raw)} raw_input_contents for {len(message.inputs)} inputs; "
             "send one per input, or none and typed contents instead"
@@ -51,17 +102,36 @@ def request_from_proto(message: Any) -> InferRequest:
     for index, tensor in enumerate(message.inputs):
         if "shared_memory_region" in tensor.parameters:
             raise BadRequest("shared memory inputs are not served; send the data in the request")
+        if len(tensor.shape) > MAX_RANK:
+            raise BadRequest(
+                f"input {tensor.name[:64]!r}: shape has {len(tensor.shape)} dimensions; "
+                f"at most {MAX_RANK}"
+            )
         shape = list(tensor.shape)
-        if raw:
-            inputs.append(tensor_from_raw(tensor.name, tensor.datatype, shape, raw[index]))
+        if len(raw):
+            inputs.append(tensor_from_raw(tensor.name, tensor.datatype, shape, raw[index], limits))
         else:
-            field = _CONTENTS.get(tensor.datatype, "fp32_contents")
-            values = list(getattr(tensor.contents, field))
-            inputs.append(tensor_from_list(tensor.name, tensor.datatype, shape, values))
+            inputs.append(_typed(tensor, shape, limits))
     outputs = tuple(_requested(o) for o in message.outputs)
     timeout_us = _parameter(message.parameters, "timeout")
     timeout_s = timeout_us * 1e-6 if isinstance(timeout_us, int) and timeout_us > 0 else None
-    return InferRequest(message.id, tuple(inputs), outputs, timeout_s=timeout_s)
+    return InferRequest(message.id[:256], tuple(inputs), outputs, timeout_s=timeout_s)
+
+
+def _typed(tensor: Any, shape: list[int], limits: Limits | None) -> InputTensor:
+    """An input sent as typed contents, its element count checked before it is copied."""
+    field = _CONTENTS.get(tensor.datatype, "fp32_contents")
+    values = getattr(tensor.contents, field)
+    if limits is not None:
+        most = limits.max_images if tensor.datatype == BYTES else limits.max_elements
+        if len(values) > most:
+            raise TooManyImages(
+                f"input {tensor.name[:64]!r} holds {len(values)} elements; at most {most} "
+                "are accepted",
+                max_images_per_request=limits.max_images,
+            )
+    contents: Any = list(values) if tensor.datatype == BYTES else np.asarray(values, np.float32)
+    return tensor_from_list(tensor.name, tensor.datatype, shape, contents, limits)
 
 
 def _requested(output: Any) -> RequestedOutput:
@@ -91,6 +161,6 @@ def infer_response(model: str, version: int, request_id: str, outputs: list[Outp
     return response
 
 
-def message(name: str, fields: dict[str, Any] | None = None) -> Any:
-    """A protocol message (e.g. ``"ModelMetadataResponse"``) from its JSON-form dict."""
-    return json_format.ParseDict(fields or {}, getattr(pb, name)())
+def message(name: str, **fields: Any) -> Any:
+    """A protocol message (e.g. ``"ServerLiveResponse"``) from its fields."""
+    return getattr(pb, name)(**fields)

@@ -1,11 +1,13 @@
 """The V2 REST door: ``/v2/...`` on the same port as ``/classify``.
 
 Health, server and model metadata, model config, statistics, the repository index and
-``infer`` (JSON and the binary tensor extension). Every route answers errors in the
-protocol's shape, ``{"error": "<message>"}``, through :func:`service.v2.errors.rest_error`,
-so ``tritonclient.http`` raises them with their message. Path parameters are plain
-strings checked here, for the same reason: a malformed version is the protocol's 404,
-not FastAPI's 422 body. Health routes need no API key (as ``/health/*``); all others do.
+``infer`` (JSON and the binary tensor extension). Inference is a :class:`RestInferCall`
+served by the pipeline; metadata comes from :mod:`service.v2.metadata` (the same
+messages gRPC sends) and health from :class:`service.readiness.Readiness` (the same rule
+as ``/health/*``). Every route answers errors in the protocol's shape through
+:func:`service.v2.errors.rest_error`, so ``tritonclient.http`` raises them with their
+message. Path parameters are plain strings checked here, so a malformed version is the
+protocol's 404, not FastAPI's 422. Health routes need no API key (as ``/health/*``).
 """
 
 from __future__ import annotations
@@ -16,18 +18,17 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from service.api.body import cancel_on_disconnect, read_body
-from service.api.deadline import request_timeout_s
-from service.api.middleware import mark_observed
 from service.errors import UnsupportedMediaType
-from service.pipeline import Pipeline
+from service.http.routing import TracedRoute
+from service.http.transport import HttpTransport
+from service.pipeline import Door, Head, Outcome, Parsed, Pipeline
 from service.pool import ServedModel
 from service.security import check_api_key
 from service.settings import Settings
 from service.v2 import metadata
 from service.v2.errors import rest_error
-from service.v2.infer import parse_version, run
-from service.v2.rest_codec import HEADER_LENGTH, encode_response, parse_request
+from service.v2.infer import Reply, limits_of, to_inputs
+from service.v2.rest_codec import HEADER_LENGTH, RestInferParser, encode_response
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": "error", "content": {"application/json": {"example": {"error": "..."}}}}
@@ -58,8 +59,60 @@ _INFER_BODY = {
 }
 
 
+class RestInferCall(HttpTransport):
+    """One V2 REST inference, as the pipeline sees it."""
+
+    door: Door = "v2-rest"
+
+    def __init__(self, request: Request, settings: Settings) -> None:
+        super().__init__(request)
+        self._settings = settings
+
+    async def head(self) -> Head:
+        encoding = self.request.headers.get("content-encoding", "identity").lower()
+        if encoding != "identity":
+            raise UnsupportedMediaType(
+                f"Content-Encoding {encoding[:32]!r} is not accepted", allowed="identity"
+            )
+        params = self.request.path_params
+        return Head(
+            model=params["model"],
+            version=params.get("version"),
+            api_key=self.api_key(),
+            timeout_s=self.timeout_s(),
+            content_length=self.content_length(),
+        )
+
+    def parser(self, served: ServedModel) -> RestInferParser[Reply]:
+        limits = limits_of(served, self._settings.max_images_per_request)
+        return RestInferParser(
+            self.request.headers.get(HEADER_LENGTH),
+            limits,
+            self._settings.max_json_values,
+            lambda request: to_inputs(request, served),
+        )
+
+    def encode(self, parsed: Parsed[Reply], outcome: Outcome) -> Response:
+        served, reply = outcome.model, parsed.extra
+        content, header_length = encode_response(
+            served.name, served.number, reply.id, reply.outputs_for(outcome)
+        )
+        if header_length is None:
+            return Response(content, media_type="application/json")
+        return Response(
+            content,
+            media_type="application/octet-stream",
+            headers={HEADER_LENGTH: str(header_length)},
+        )
+
+
 def build_v2_router(settings: Settings) -> APIRouter:
-    router = APIRouter(prefix="/v2", tags=["V2 (Open Inference Protocol)"], responses=_ERRORS)
+    router = APIRouter(
+        prefix="/v2",
+        tags=["V2 (Open Inference Protocol)"],
+        responses=_ERRORS,
+        route_class=TracedRoute,
+    )
 
     def pipeline_of(request: Request) -> Pipeline:
         pipeline: Pipeline = request.app.state.pipeline
@@ -78,29 +131,33 @@ def build_v2_router(settings: Settings) -> APIRouter:
     def resolve(request: Request) -> ServedModel:
         """The model named by the path (``{model}``, optional ``{version}``)."""
         params = request.path_params
-        return pipeline_of(request).resolve(params["model"], parse_version(params.get("version")))
+        return pipeline_of(request).resolve(params["model"], params.get("version"))
+
+    def message(body: Any, status: int = 200) -> JSONResponse:
+        return JSONResponse(metadata.to_rest(body), status_code=status)
 
     @router.get("", summary="Server metadata")
     async def server_metadata(request: Request) -> Response:
         async def work() -> Response:
-            return JSONResponse(metadata.server_metadata())
+            return message(metadata.server_metadata())
 
         return await answer(request, work)
 
     @router.get("/health/live", summary="Server live")
-    async def live() -> Response:
-        return JSONResponse({"live": True})
+    async def live(request: Request) -> Response:
+        is_live = pipeline_of(request).readiness.live().ok
+        return JSONResponse({"live": is_live}, status_code=200 if is_live else 503)
 
     @router.get("/health/ready", summary="Server ready")
     async def ready(request: Request) -> Response:
-        is_ready = metadata.server_ready(pipeline_of(request).models, request.app.state.draining)
+        is_ready = pipeline_of(request).readiness.ready().ok
         return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
     @router.post("/repository/index", summary="Repository index")
     async def repository_index(request: Request) -> Response:
         async def work() -> Response:
-            index = metadata.repository_index(pipeline_of(request).models)
-            return JSONResponse(index)
+            index = metadata.repository_index(pipeline_of(request).models.all())
+            return JSONResponse(metadata.to_rest(index).get("models", []))
 
         return await answer(request, work)
 
@@ -115,7 +172,7 @@ def build_v2_router(settings: Settings) -> APIRouter:
                 served = resolve(request)
                 same = [m for m in models if m.name == served.name]
                 models = [served] if "version" in request.path_params else same
-            return JSONResponse(metadata.model_statistics(models, pipeline.metrics.registry))
+            return message(metadata.model_statistics(models, pipeline.metrics.registry))
 
         return await answer(request, work)
 
@@ -124,8 +181,8 @@ def build_v2_router(settings: Settings) -> APIRouter:
     async def model_metadata(request: Request) -> Response:
         async def work() -> Response:
             served = resolve(request)
-            versions = [m for m in pipeline_of(request).models.all() if m.name == served.name]
-            return JSONResponse(metadata.model_metadata(served, versions, settings))
+            versions = pipeline_of(request).models.versions_of(served.name)
+            return message(metadata.model_metadata(served, versions))
 
         return await answer(request, work)
 
@@ -133,7 +190,7 @@ def build_v2_router(settings: Settings) -> APIRouter:
     @router.get("/models/{model}/versions/{version}/config", summary="Model version configuration")
     async def model_config(request: Request) -> Response:
         async def work() -> Response:
-            return JSONResponse(metadata.model_config(resolve(request), settings))
+            return message(metadata.model_config(resolve(request), settings.max_queue_delay_ms))
 
         return await answer(request, work)
 
@@ -141,7 +198,8 @@ def build_v2_router(settings: Settings) -> APIRouter:
     @router.get("/models/{model}/versions/{version}/ready", summary="Model version ready")
     async def model_ready(request: Request) -> Response:
         async def work() -> Response:
-            is_ready = resolve(request).serving
+            served = resolve(request)  # an unknown model or version is the protocol's 404
+            is_ready = pipeline_of(request).readiness.model_ready(served.name, served.number)
             return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
         return await answer(request, work, guarded=False)
@@ -153,34 +211,10 @@ def build_v2_router(settings: Settings) -> APIRouter:
         openapi_extra=_INFER_BODY,
     )
     async def infer(request: Request) -> Response:
-        async def work() -> Response:
-            encoding = request.headers.get("content-encoding", "identity").lower()
-            if encoding != "identity":
-                raise UnsupportedMediaType(
-                    f"Content-Encoding {encoding!r} is not accepted", allowed="identity"
-                )
-            params = request.path_params
-            timeout_s = request_timeout_s(request)
-            mark_observed(request)  # the pipeline counts it from here on
-            async with pipeline_of(request).request(
-                "v2-rest",
-                model=params["model"],
-                version=parse_version(params.get("version")),
-                timeout_s=timeout_s,
-            ) as scope:
-                body = await read_body(request, scope)
-                parsed = parse_request(body, request.headers.get(HEADER_LENGTH))
-                outcome, outputs = await cancel_on_disconnect(request, run(scope, parsed))
-            served = outcome.model
-            content, header_length = encode_response(served.name, served.number, parsed.id, outputs)
-            if header_length is None:
-                return Response(content, media_type="application/json")
-            return Response(
-                content,
-                media_type="application/octet-stream",
-                headers={HEADER_LENGTH: str(header_length)},
-            )
-
-        return await answer(request, work)
+        call = RestInferCall(request, settings)
+        try:
+            return await pipeline_of(request).serve(call)
+        except Exception as exc:
+            return rest_error(exc, close=not call.body_complete)
 
     return router

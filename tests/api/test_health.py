@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from service.api.health import provider_mismatch, startup_problems
+from service.engines import device_mismatch
+from service.readiness import Readiness
 from service.app import create_app
 from service.metrics import Metrics
 from service.pool import ModelPool
@@ -165,10 +166,11 @@ def served(provider: str, *, providers: tuple[str, ...] | None = None, device: s
 def test_provider_fallback_from_a_requested_gpu_is_a_strict_problem(
     tmp_path: Path, model: Any, settings: dict[str, Any], mismatch: bool
 ) -> None:
-    result = provider_mismatch(model, Settings(repository=tmp_path, **settings))
+    chosen = Settings(repository=tmp_path, **settings)
+    result = device_mismatch(model.entry.config, chosen, model.provider)
     assert (result is not None) == mismatch, result
     pool = SimpleNamespace(all=lambda: [model])
-    problems = startup_problems(pool, Settings(repository=tmp_path, **settings))  # type: ignore[arg-type]
+    problems = Readiness(pool, chosen).startup_problems()  # type: ignore[arg-type]
     assert (problems == {"m:1": result}) if mismatch else problems == {}
 
 

@@ -276,8 +276,8 @@ def int32_image(module: Any) -> list[Any]:
 @pytest.mark.parametrize(
     ("inputs", "status", "problem"),
     [
-        # README: bytes that are no image of an allowed format are 415 over HTTP.
-        (lambda m: [jpeg_input(m, [b"not an image"])], "415", "image"),
+        # A tensor element that is no image is the protocol's 400 over REST (/classify: 415).
+        (lambda m: [jpeg_input(m, [b"not an image"])], "400", "image"),
         (lambda m: [jpeg_input(m, [_pixel_jpeg()[:200]])], "400", "image"),
         (int32_image, "400", "INT32"),
         (lambda m: fp32(m, [1, 3, 16, 16]), "400", "[N, 3, 32, 32]"),

@@ -1,8 +1,9 @@
 """The request pipeline driven directly, with the fake engine and no HTTP.
 
-Every door (``/classify``, V2 REST, V2 gRPC) calls exactly this, so what holds here
-holds behind each of them: admission, budgets released on every path, deadlines,
-cancellation, and one observation of each request's metrics.
+Every door (``/classify``, V2 REST, V2 gRPC) calls exactly :meth:`Pipeline.serve`, so
+what holds here holds behind each of them: admission, budgets released on every path,
+deadlines, cancellation, and one observation of each request's metrics. Calls are made
+in-process (:class:`LocalCall`), or through :class:`BodyCall` where a body is read.
 """
 
 from __future__ import annotations
@@ -23,9 +24,16 @@ from service.errors import (
     TooManyImages,
     UnknownModel,
 )
-from service.pipeline import EncodedImage, Pipeline
+from service.pipeline import EncodedImage, Inputs, Pipeline
+from service.pipeline.local import LocalCall
 from service.settings import Settings
 from tests.fakes import GRAY, WHITE, FakeEngine, engine_busy, fake_pool, png, until
+from tests.pipeline.calls import BodyCall
+
+
+def images(*data: bytes | EncodedImage, **call: object) -> LocalCall:
+    encoded = [d if isinstance(d, EncodedImage) else EncodedImage(d) for d in data]
+    return LocalCall(Inputs(images=encoded), **call)  # type: ignore[arg-type]
 
 
 def make_pipeline(tmp_path: Path, **overrides: object) -> tuple[Pipeline, FakeEngine]:
@@ -59,10 +67,8 @@ def test_images_are_decoded_batched_and_answered_in_order(tmp_path: Path) -> Non
 
     async def scenario() -> None:
         await pipeline.models.load()
-        async with pipeline.request("classify", model=None, version=None) as call:
-            call.hold_body(len(GRAY) + len(WHITE))
-            dark = png((0, 0, 0))
-            outcome = await call.classify_images([EncodedImage(GRAY), EncodedImage(dark)])
+        dark = png((0, 0, 0))
+        outcome = await pipeline.serve(BodyCall([GRAY, dark]))
         assert outcome.model.name == "fake"
         assert outcome.logits.shape == (2, 2)
         assert outcome.logits[0, 0] > outcome.logits[1, 0]  # gray brighter than black
@@ -83,8 +89,8 @@ def test_tensors_skip_decoding_and_are_checked(tmp_path: Path) -> None:
     async def scenario() -> None:
         await pipeline.models.load()
         good = np.full((3, 3, 8, 8), 0.25, dtype=np.float32)
-        async with pipeline.request("v2-grpc", model="fake", version=1) as call:
-            outcome = await call.classify_tensors(good)
+        tensors = Inputs(tensor=good)
+        outcome = await pipeline.serve(LocalCall(tensors, model="fake", version=1, door="v2-grpc"))
         assert outcome.logits[:, 0] == pytest.approx([0.25] * 3)
         for bad in (
             np.zeros((1, 3, 7, 8), np.float32),
@@ -93,8 +99,7 @@ def test_tensors_skip_decoding_and_are_checked(tmp_path: Path) -> None:
             np.full((1, 3, 8, 8), np.nan, np.float32),
         ):
             with pytest.raises(BadRequest):
-                async with pipeline.request("v2-rest", model="fake", version=None) as call:
-                    await call.classify_tensors(bad)
+                await pipeline.serve(LocalCall(Inputs(tensor=bad), model="fake", door="v2-rest"))
         assert idle(pipeline)
         labels = {"model": "fake", "version": "1", "protocol": "v2-rest", "code": "400"}
         assert sample(pipeline, "resnet_serve_requests_total", **labels) == 4
@@ -115,8 +120,7 @@ def test_refusals_are_typed_counted_and_release_everything(tmp_path: Path) -> No
     async def scenario() -> None:
         await pipeline.models.load()
         with pytest.raises(UnknownModel):
-            async with pipeline.request("classify", model="nope", version=None):
-                pass
+            await pipeline.serve(images(GRAY, model="nope"))
         assert sample(
             pipeline,
             "resnet_serve_requests_total",
@@ -126,19 +130,18 @@ def test_refusals_are_typed_counted_and_release_everything(tmp_path: Path) -> No
             code="404",
         )
         with pytest.raises(TooManyImages):
-            async with pipeline.request("classify", model=None, version=None) as call:
-                await call.classify_images([EncodedImage(GRAY)] * 3)
+            await pipeline.serve(images(GRAY, GRAY, GRAY))
         with pytest.raises(BadImage) as info:
-            async with pipeline.request("classify", model=None, version=None) as call:
-                await call.classify_images([EncodedImage(GRAY), EncodedImage(GRAY[:50], "b.png")])
+            await pipeline.serve(images(GRAY, EncodedImage(GRAY[:50], "b.png")))
         assert info.value.details == {"image_index": 1, "filename": "b.png"}
-        async with pipeline.request("classify", model=None, version=None) as holder:
-            holder.hold_body(4000)
-            with pytest.raises(Overloaded) as full:
-                async with pipeline.request("classify", model=None, version=None) as call:
-                    call.hold_body(200)  # the body budget is full: 503 at once
-            assert full.value.retry_after_s == 1
-        assert idle(pipeline)
+        assert pipeline.body_budget.try_take(4000)  # others hold most of the body budget
+        with pytest.raises(Overloaded) as full:
+            await pipeline.serve(BodyCall([b"x" * 200]))  # 503 at once, before reading
+        assert full.value.retry_after_s == 1
+        pipeline.body_budget.give(4000)
+        # A decode already running when its sibling failed gives its budget back when it
+        # ends, in its thread: the refusal does not wait for it.
+        await until(lambda: idle(pipeline))
         await pipeline.models.stop(1)
 
     asyncio.run(scenario())
@@ -150,17 +153,13 @@ def test_deadline_covers_decode_and_queue_and_releases_budgets(tmp_path: Path) -
     async def scenario() -> None:
         await pipeline.models.load()
         engine.gate.clear()
-        async with pipeline.request("classify", model=None, version=None) as call:
-            first = asyncio.create_task(call.classify_images([EncodedImage(GRAY)]))
-            await engine_busy(engine)
-            with pytest.raises(DeadlineExceeded):
-                async with pipeline.request(
-                    "classify", model=None, version=None, timeout_s=0.05
-                ) as late:
-                    await late.classify_images([EncodedImage(WHITE)])
-            assert not engine.gate.is_set()  # answered while the engine was still stuck
-            engine.gate.set()
-            await first
+        first = asyncio.create_task(pipeline.serve(images(GRAY)))
+        await engine_busy(engine)
+        with pytest.raises(DeadlineExceeded):
+            await pipeline.serve(images(WHITE, timeout_s=0.05))
+        assert not engine.gate.is_set()  # answered while the engine was still stuck
+        engine.gate.set()
+        await first
         assert len(engine.batches) == 1  # the expired image never ran
         assert idle(pipeline)
         await pipeline.models.stop(1)
@@ -176,9 +175,7 @@ def test_cancelled_request_releases_everything_and_its_images_never_run(tmp_path
         engine.gate.clear()
 
         async def one(data: bytes) -> None:
-            async with pipeline.request("classify", model=None, version=None) as call:
-                call.hold_body(len(data))
-                await call.classify_images([EncodedImage(data)])
+            await pipeline.serve(BodyCall([data]))
 
         first = asyncio.create_task(one(GRAY))
         await engine_busy(engine)
@@ -207,12 +204,11 @@ def test_decodes_wait_for_decode_memory_and_give_it_back(tmp_path: Path) -> None
     async def scenario() -> None:
         await pipeline.models.load()
         assert budget.try_take(budget.capacity - 1)  # someone else holds it all
-        async with pipeline.request("classify", model=None, version=None) as call:
-            waiting = asyncio.create_task(call.classify_images([EncodedImage(GRAY)] * 3))
-            await until(lambda: bool(budget._waiters))  # headers read, waiting for room
-            assert not waiting.done()
-            budget.give(budget.capacity - 1)
-            outcome = await asyncio.wait_for(waiting, 10)
+        waiting = asyncio.create_task(pipeline.serve(images(GRAY, GRAY, GRAY)))
+        await until(lambda: bool(budget._waiters))  # headers read, waiting for room
+        assert not waiting.done()
+        budget.give(budget.capacity - 1)
+        outcome = await asyncio.wait_for(waiting, 10)
         assert outcome.logits.shape == (3, 2)
         assert idle(pipeline)
         await pipeline.models.stop(1)
@@ -232,10 +228,7 @@ def test_a_spent_client_timeout_leaves_no_time_not_unlimited_time(tmp_path: Path
         await pipeline.models.load()
         for spent in (0.0, -1.0):
             with pytest.raises(DeadlineExceeded):
-                async with pipeline.request(
-                    "v2-grpc", model=None, version=None, timeout_s=spent
-                ) as call:
-                    await call.classify_images([EncodedImage(GRAY)])
+                await pipeline.serve(images(GRAY, timeout_s=spent, door="v2-grpc"))
         assert engine.batches == []  # nothing ran
         assert idle(pipeline)
         await pipeline.models.stop(1)

@@ -1,0 +1,29 @@
+"""The request path, once, for every front door: see :mod:`service.pipeline.hub`."""
+
+from service.pipeline.call import (
+    BodyParser,
+    Call,
+    Door,
+    EncodedImage,
+    Head,
+    Inputs,
+    Outcome,
+    Parsed,
+    Timings,
+)
+from service.pipeline.hub import UNRESOLVED, Pipeline, parse_version
+
+__all__ = [
+    "UNRESOLVED",
+    "BodyParser",
+    "Call",
+    "Door",
+    "EncodedImage",
+    "Head",
+    "Inputs",
+    "Outcome",
+    "Parsed",
+    "Pipeline",
+    "Timings",
+    "parse_version",
+]
