@@ -33,9 +33,7 @@ def test_span_is_one_shared_no_op_while_tracing_is_off() -> None:
         pass
 
 
-def test_probes_and_scrapes_are_not_traced(
-    tmp_path: Path, exporter: InMemorySpanExporter
-) -> None:
+def test_probes_and_scrapes_are_not_traced(tmp_path: Path, exporter: InMemorySpanExporter) -> None:
     app, _ = build_app(tmp_path)
 
     async def scenario() -> None:

@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from service.engines import device_mismatch
-from service.readiness import Readiness
 from service.app import create_app
+from service.engines import device_mismatch
 from service.metrics import Metrics
 from service.pool import ModelPool
+from service.readiness import Readiness
 from service.settings import Settings
 from tests.fakes import FakeEngine, build_app, fake_entry, run, running, until
 from tests.reliability.test_model_unavailable_http import broken_copy
