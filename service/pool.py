@@ -16,7 +16,6 @@ from typing import Any, Literal
 from service.batching import Batcher, BatcherConfig
 from service.engines import create_engine, max_batch_size_of, select_engine
 from service.engines.base import Engine
-from service.engines.ort_options import fixed_batch_sizes
 from service.errors import ModelUnavailable, UnknownModel
 from service.metrics import Metrics
 from service.preprocess import Limits, Preprocessor
@@ -28,11 +27,6 @@ logger = logging.getLogger(__name__)
 Status = Literal["loading", "ready", "failed", "stopped"]
 #: Builds the engine of one model version; tests pass a fake one.
 EngineFactory = Callable[[ModelConfig, ModelVersion, Settings], Engine]
-
-
-#: Powers of two up to the limit: ONNX Runtime plans memory per shape seen, TensorRT
-#: and CUDA pick kernels per shape, and CUDA graphs run exactly these sizes.
-_warmup_sizes = fixed_batch_sizes
 
 
 def create_preprocessor(config: ModelConfig, limits: Limits) -> Preprocessor:
@@ -206,7 +200,7 @@ class ModelPool:
                 self._engine_factory, model.entry.config, model.version, self.settings
             )
             if self.settings.warmup:
-                await asyncio.to_thread(engine.warmup, _warmup_sizes(model.max_batch_size))
+                await asyncio.to_thread(engine.warmup, model.max_batch_size)
         except Exception as exc:
             model.status, model.error = "failed", f"{type(exc).__name__}: {exc}"
             logger.exception("model %s v%d failed to load", model.name, model.number)

@@ -29,12 +29,12 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
+from service.batching import Collated, stack_arrays
 from service.errors import BadImage, ImageTooLarge, NotAnImage
 from service.imagemodes import orient_and_convert, peak_bytes_per_pixel, resampled_bytes_per_pixel
 from service.repository import Preprocessing
@@ -127,24 +127,6 @@ class PendingJpeg:
 
 #: What a decode thread hands the batcher: the model's input, or a JPEG left for the GPU.
 Decoded = npt.NDArray[np.float32] | PendingJpeg
-
-
-@dataclass(frozen=True)
-class Collated:
-    """One engine batch made from queued items, and the items refused while making it.
-
-    ``batch`` holds the accepted items' rows in order; ``rejected`` maps an item's index
-    to its error (a JPEG the GPU and the CPU both failed to decode): only that request
-    fails, not its neighbours in the batch.
-    """
-
-    batch: Any
-    rejected: dict[int, Exception]
-
-
-def stack_arrays(items: Sequence[Decoded]) -> Collated:
-    """The exact path's batch: its arrays stacked (a CPU-preprocessed model has no other)."""
-    return Collated(np.stack(items), {})  # type: ignore[arg-type]
 
 
 def worst_cost_bytes(max_pixels: int) -> int:

@@ -33,8 +33,9 @@ import torch
 import torch.nn.functional as functional
 from PIL import ExifTags
 
+from service.batching import Collated
 from service.errors import BadImage, ModelConfigError, ServiceError
-from service.preprocess import Collated, Decoded, Limits, OpenedImage, PendingJpeg, Preprocessor
+from service.preprocess import Decoded, Limits, OpenedImage, PendingJpeg, Preprocessor
 from service.repository import ModelConfig, Preprocessing
 from service.resize import resized_size
 

@@ -70,7 +70,7 @@ class FakeEngine:
             raise RuntimeError("fake engine: marked input in this batch")
         return np.stack([means, -means], axis=1).astype(np.float32)
 
-    def warmup(self, batch_sizes: tuple[int, ...]) -> None:
+    def warmup(self, max_batch_size: int) -> None:
         pass
 
     def close(self) -> None:

@@ -29,8 +29,10 @@ class Engine(Protocol):
         """Logits of shape (N, num_classes) for a float32 NCHW batch."""
         ...
 
-    def warmup(self, batch_sizes: tuple[int, ...]) -> None:
-        """Run once per batch size so the first real request pays no set-up cost."""
+    def warmup(self, max_batch_size: int) -> None:
+        """Run every batch shape this engine will see up to ``max_batch_size`` (its own
+        choice: it knows which shapes it plans, compiles or captures), so the first real
+        request pays no set-up cost."""
         ...
 
     def close(self) -> None: ...

@@ -229,11 +229,13 @@ class OnnxRuntimeEngine:
         self._session.run_with_iobinding(binding, self._run_options[padded.shape[0]])
         return np.array(outputs.numpy()[:count], dtype=np.float32)
 
-    def warmup(self, batch_sizes: tuple[int, ...]) -> None:
-        """Every size the pool asks for (each TensorRT profile shape, each graph size);
-        with CUDA graphs twice, as ORT captures a graph on a size's second run."""
+    def warmup(self, max_batch_size: int) -> None:
+        """Powers of two up to the limit (:func:`fixed_batch_sizes`): ONNX Runtime plans
+        memory per shape seen, TensorRT and CUDA pick kernels per shape, and with CUDA
+        graphs these are the only sizes ever run, each twice, as ORT captures a graph on
+        a size's second run."""
         repeats = 2 if self.cuda_graphs else 1
-        for size in batch_sizes:
+        for size in fixed_batch_sizes(max_batch_size):
             batch = np.zeros((size, *self._item_shape), dtype=np.float32)
             for _ in range(repeats):
                 self.run(batch)

@@ -123,11 +123,16 @@ class TorchScriptEngine:
             logits = self._module(inputs)
             return logits.to("cpu", dtype=torch.float32).numpy()
 
-    def warmup(self, batch_sizes: tuple[int, ...]) -> None:
-        """Two runs per size: TorchScript's profiling executor records shapes on the first
-        forward and compiles an optimised graph on the second; CUDA also picks kernels
-        per shape. Either would otherwise land on a real request."""
-        for size in batch_sizes:
+    def warmup(self, max_batch_size: int) -> None:
+        """Two runs per size, for powers of two up to the limit: TorchScript's profiling
+        executor records shapes on the first forward and compiles an optimised graph on
+        the second; CUDA also picks kernels per shape. Either would otherwise land on a
+        real request."""
+        size, sizes = 1, []
+        while size < max_batch_size:
+            sizes.append(size)
+            size *= 2
+        for size in (*sizes, max_batch_size):
             batch = np.zeros((size, *self._input_shape), dtype=np.float32)
             for _ in range(2):
                 self.run(batch)

@@ -18,17 +18,12 @@ from service.engines.ort_options import (
     provider_options,
     tensorrt_options,
 )
-from service.pool import _warmup_sizes
 
 
 def test_fixed_sizes_are_powers_of_two_then_the_limit() -> None:
     assert fixed_batch_sizes(1) == (1,)
     assert fixed_batch_sizes(32) == (1, 2, 4, 8, 16, 32)
     assert fixed_batch_sizes(24) == (1, 2, 4, 8, 16, 24)
-
-
-def test_the_pool_warms_up_exactly_the_graph_sizes() -> None:
-    assert _warmup_sizes(24) == fixed_batch_sizes(24)
 
 
 def test_fixed_sizes_refuse_a_zero_limit() -> None:

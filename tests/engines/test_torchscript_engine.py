@@ -83,7 +83,7 @@ def test_warmup_runs_every_batch_size(artifact: Path, monkeypatch: pytest.Monkey
         return real_run(batch)
 
     monkeypatch.setattr(engine, "run", spy)
-    engine.warmup((1, 4))
+    engine.warmup(4)
     assert sorted(set(seen)) == [(1, 3, 32, 32), (4, 3, 32, 32)]
 
 

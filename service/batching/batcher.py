@@ -34,32 +34,22 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from types import TracebackType
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from service.batching.reservation import Collated, ItemResult, Reservation, stack_arrays
 from service.engines.base import Engine
 from service.errors import DeadlineExceeded, EngineError, ModelUnavailable, Overloaded
 from service.metrics import Metrics
-from service.preprocess import Collated, Decoded, stack_arrays
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ItemResult:
-    """One image's logits and what its batch cost, for the response's timings."""
-
-    logits: npt.NDArray[np.float32]
-    queue_s: float
-    inference_s: float
-    batch_size: int
-
-
 @dataclass(eq=False)
 class _Item:
-    tensor: Decoded
+    tensor: Any
     future: asyncio.Future[ItemResult]
     enqueued_at: float
     deadline: float
@@ -83,62 +73,6 @@ class _Observer:
         self.batch_running = metrics.batch_running.labels(*labels)
 
 
-class Reservation:
-    """Queue room held for one request's images while they are decoded."""
-
-    def __init__(self, batcher: Batcher, count: int) -> None:
-        self._batcher = batcher
-        self.count = count
-        self._open = True
-
-    async def submit(self, tensors: Sequence[Decoded], deadline: float) -> list[ItemResult]:
-        """Queue the decoded images and wait for their results, in order."""
-        if len(tensors) != self.count:
-            raise ValueError(f"reserved {self.count} images, submitted {len(tensors)}")
-        self._close()
-        return await self._batcher._enqueue(tensors, deadline)
-
-    def resize(self, count: int) -> None:
-        """Hold room for ``count`` images instead (once the request's images are counted).
-
-        Growing checks for room like :meth:`Batcher.reserve` (503 at once when full);
-        shrinking gives room back.
-        """
-        if not self._open:
-            raise RuntimeError("the reservation was already used or released")
-        if count > self.count:
-            self._batcher.check_room(count - self.count)
-        self._batcher._reserved += count - self.count
-        if count < self.count:
-            self._batcher._arrived.set()
-        self.count = count
-
-    @property
-    def open(self) -> bool:
-        """Still holding room: not yet submitted or released."""
-        return self._open
-
-    def release(self) -> None:
-        """Give the room back (idempotent; ``submit`` releases it too)."""
-        self._close()
-
-    def _close(self) -> None:
-        if self._open:
-            self._open = False
-            self._batcher._release(self.count)
-
-    def __enter__(self) -> Reservation:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._close()
-
-
 class Batcher:
     """Groups images of one model version into engine batches."""
 
@@ -148,10 +82,11 @@ class Batcher:
         config: BatcherConfig,
         metrics: Metrics,
         labels: tuple[str, str],
-        collate: Callable[[Sequence[Decoded]], Collated] | None = None,
+        collate: Callable[[Sequence[Any]], Collated] | None = None,
     ) -> None:
         self.engine = engine
-        #: The model preprocessor's ``collate``: a stack, or a batched GPU decode.
+        #: Turns queued items into one engine batch: the model preprocessor's (a stack,
+        #: or a batched GPU decode). The batcher never looks inside an item.
         self._collate = collate or stack_arrays
         self.config = config
         self._observe = _Observer(metrics, labels)
@@ -234,7 +169,7 @@ class Batcher:
         self._reserved -= count
         self._arrived.set()  # a topping-up worker need not wait for these any more
 
-    async def _enqueue(self, tensors: Sequence[Decoded], deadline: float) -> list[ItemResult]:
+    async def _enqueue(self, tensors: Sequence[Any], deadline: float) -> list[ItemResult]:
         if self._stopped or (self._closing and self._worker is None):
             raise ModelUnavailable("the server is shutting down; retry elsewhere")
         loop = asyncio.get_running_loop()
@@ -382,7 +317,7 @@ class Batcher:
                 )
 
     def _stack_and_run(
-        self, tensors: list[Decoded]
+        self, tensors: list[Any]
     ) -> tuple[npt.NDArray[np.float32], dict[int, Exception]]:
         """In the engine thread: the copy into one batch stays off the event loop."""
         collated = self._collate(tensors)

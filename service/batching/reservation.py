@@ -1,0 +1,104 @@
+"""Queue room held for a request's images, and what a batch gives back.
+
+A :class:`Reservation` is taken before a request's body is read (one image) and resized
+once its images are counted, always before any decoding; submitting it queues the items
+and waits for their results. Items are opaque to the batcher: a ``collate`` function
+(the model's preprocessor's) turns them into one engine batch, a :class:`Collated`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from service.batching.batcher import Batcher
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """One image's logits and what its batch cost, for the response's timings."""
+
+    logits: npt.NDArray[np.float32]
+    queue_s: float
+    inference_s: float
+    batch_size: int
+
+
+class Reservation:
+    """Queue room held for one request's images while they are decoded."""
+
+    def __init__(self, batcher: Batcher, count: int) -> None:
+        self._batcher = batcher
+        self.count = count
+        self._open = True
+
+    async def submit(self, tensors: Sequence[Any], deadline: float) -> list[ItemResult]:
+        """Queue the decoded images and wait for their results, in order."""
+        if len(tensors) != self.count:
+            raise ValueError(f"reserved {self.count} images, submitted {len(tensors)}")
+        self._close()
+        return await self._batcher._enqueue(tensors, deadline)
+
+    def resize(self, count: int) -> None:
+        """Hold room for ``count`` images instead (once the request's images are counted).
+
+        Growing checks for room like :meth:`Batcher.reserve` (503 at once when full);
+        shrinking gives room back.
+        """
+        if not self._open:
+            raise RuntimeError("the reservation was already used or released")
+        if count > self.count:
+            self._batcher.check_room(count - self.count)
+        self._batcher._reserved += count - self.count
+        if count < self.count:
+            self._batcher._arrived.set()
+        self.count = count
+
+    @property
+    def open(self) -> bool:
+        """Still holding room: not yet submitted or released."""
+        return self._open
+
+    def release(self) -> None:
+        """Give the room back (idempotent; ``submit`` releases it too)."""
+        self._close()
+
+    def _close(self) -> None:
+        if self._open:
+            self._open = False
+            self._batcher._release(self.count)
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close()
+
+
+@dataclass(frozen=True)
+class Collated:
+    """One engine batch made from queued items, and the items refused while making it.
+
+    ``batch`` holds the accepted items' rows in order; ``rejected`` maps an item's index
+    to its error (a JPEG the GPU and the CPU both failed to decode): only that request
+    fails, not its neighbours in the batch.
+    """
+
+    batch: Any
+    rejected: dict[int, Exception]
+
+
+def stack_arrays(items: Sequence[Any]) -> Collated:
+    """The default collate: the items are arrays of one shape, stacked."""
+    return Collated(np.stack(items), {})
