@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from service.engines import load_engine
+from service.engines import EngineOptions, load_engine
 from service.engines.base import Engine
 from service.preprocess import Limits, PendingJpeg, Preprocessor
 from service.preprocess_torch import TorchPreprocessor, as_host_array
@@ -102,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     entry = load_model(args.model)
     version = entry.versions[-1]
     settings = Settings.model_construct()
-    engine = load_engine("onnx", version.artifact_path("onnx"), settings, device="cpu")
+    options = EngineOptions.of(settings)
+    engine = load_engine("onnx", version.artifact_path("onnx"), options, device="cpu")
     files = image_files(args.images)
     files = files[: args.limit] if args.limit else files
     print(json.dumps(asdict(measure(entry, engine, files, args.device))))

@@ -90,9 +90,8 @@ class UnsupportedMediaType(ServiceError):
 
 class NotAnImage(UnsupportedMediaType):
     """Bytes that no allowed image format recognises: a bad *tensor element* to the V2
-    protocol (400 there), an unsupported media type to ``/classify`` (415)."""
-
-    code = "not_an_image"
+    protocol (400 there), an unsupported media type to ``/classify`` (415), with the
+    same code as ever."""
 
 
 class ClientGone(ServiceError):

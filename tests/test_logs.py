@@ -104,3 +104,20 @@ def test_json_server_log_carries_the_request_id(start_server, model_repository: 
     mine = [e for e in entries if e.get("request_id") == "trace-me-7"]
     assert mine and "/health/ready" in mine[0]["message"], entries[-5:]
     assert {"time", "level", "logger", "message"} <= set(mine[0])
+
+
+def test_json_lines_carry_the_trace_and_span_ids_while_tracing() -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from service import tracing
+
+    record = logging.LogRecord("service", logging.INFO, __file__, 1, "inside", None, None)
+    assert "trace_id" not in json.loads(JsonFormatter().format(record))  # tracing off
+    tracing.configure_tracing(InMemorySpanExporter())
+    try:
+        with tracing.span("decode"):
+            line = json.loads(JsonFormatter().format(record))
+        assert re.fullmatch(r"[0-9a-f]{32}", line["trace_id"])
+        assert re.fullmatch(r"[0-9a-f]{16}", line["span_id"])
+    finally:
+        tracing.shutdown_tracing()

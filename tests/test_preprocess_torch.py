@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from benchmarks.agreement import image_files, measure
-from service.engines import load_engine
+from service.engines import EngineOptions, load_engine
 from service.engines.base import Engine
 from service.errors import BadImage, ModelConfigError
 from service.pipeline import EncodedImage, Inputs
@@ -27,7 +27,6 @@ from service.pool import create_preprocessor
 from service.preprocess import Limits, PendingJpeg, Preprocessor
 from service.preprocess_torch import TorchPreprocessor
 from service.repository import ModelEntry, load_model
-from service.settings import Settings
 from tests.fakes import FakeEngine, engine_busy, fake_entry, png, until
 from tests.pipeline.test_hub import make_pipeline
 
@@ -190,7 +189,7 @@ PHOTOS_MIN_AGREEMENT = 14 / 15
 def _engine(repository: Path, name: str) -> tuple[ModelEntry, Engine]:
     entry = load_model(repository / name)
     artifact = entry.versions[-1].artifact_path("onnx")
-    return entry, load_engine("onnx", artifact, Settings.model_construct(), device="cpu")
+    return entry, load_engine("onnx", artifact, EngineOptions(), device="cpu")
 
 
 def test_top1_agrees_with_the_exact_path_on_the_cifar_sample(
@@ -235,7 +234,7 @@ def test_gpu_backend_decodes_on_the_device_and_agrees_on_the_cifar_sample(
 def test_torchscript_on_cuda_takes_the_device_tensor_as_is(cifar_repository: Path) -> None:
     entry = load_model(cifar_repository / "resnet20")
     artifact = entry.versions[-1].artifact_path("torchscript")
-    engine = load_engine("torchscript", artifact, Settings.model_construct(), device="cuda")
+    engine = load_engine("torchscript", artifact, EngineOptions(), device="cuda")
     batch = torch.randn(4, 3, 32, 32)
     on_device = engine.run(batch.cuda())  # type: ignore[arg-type]
     np.testing.assert_allclose(on_device, engine.run(batch.numpy()), rtol=1e-4, atol=1e-4)

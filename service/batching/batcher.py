@@ -165,11 +165,14 @@ class Batcher:
                 max_queue_size=self.config.max_queue_size,
             )
 
-    def _release(self, count: int) -> None:
-        self._reserved -= count
-        self._arrived.set()  # a topping-up worker need not wait for these any more
+    def hold(self, count: int) -> None:
+        """Count ``count`` more images as reserved; negative gives room back."""
+        self._reserved += count
+        if count < 0:
+            self._arrived.set()  # a topping-up worker need not wait for these any more
 
-    async def _enqueue(self, tensors: Sequence[Any], deadline: float) -> list[ItemResult]:
+    async def enqueue(self, tensors: Sequence[Any], deadline: float) -> list[ItemResult]:
+        """Queue items held by a reservation and wait for their results, in order."""
         if self._stopped or (self._closing and self._worker is None):
             raise ModelUnavailable("the server is shutting down; retry elsewhere")
         loop = asyncio.get_running_loop()

@@ -11,13 +11,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-if TYPE_CHECKING:
-    from service.batching.batcher import Batcher
+
+class Queue(Protocol):
+    """What a reservation asks of its batcher's queue (:class:`~.batcher.Batcher`)."""
+
+    def check_room(self, count: int = 1) -> None: ...
+
+    def hold(self, count: int) -> None:
+        """Count ``count`` more images as reserved (negative: give room back)."""
+        ...
+
+    async def enqueue(self, items: Sequence[Any], deadline: float) -> list[ItemResult]: ...
 
 
 @dataclass(frozen=True)
@@ -33,17 +42,17 @@ class ItemResult:
 class Reservation:
     """Queue room held for one request's images while they are decoded."""
 
-    def __init__(self, batcher: Batcher, count: int) -> None:
-        self._batcher = batcher
+    def __init__(self, queue: Queue, count: int) -> None:
+        self._queue = queue
         self.count = count
         self._open = True
 
-    async def submit(self, tensors: Sequence[Any], deadline: float) -> list[ItemResult]:
+    async def submit(self, items: Sequence[Any], deadline: float) -> list[ItemResult]:
         """Queue the decoded images and wait for their results, in order."""
-        if len(tensors) != self.count:
-            raise ValueError(f"reserved {self.count} images, submitted {len(tensors)}")
+        if len(items) != self.count:
+            raise ValueError(f"reserved {self.count} images, submitted {len(items)}")
         self._close()
-        return await self._batcher._enqueue(tensors, deadline)
+        return await self._queue.enqueue(items, deadline)
 
     def resize(self, count: int) -> None:
         """Hold room for ``count`` images instead (once the request's images are counted).
@@ -54,10 +63,8 @@ class Reservation:
         if not self._open:
             raise RuntimeError("the reservation was already used or released")
         if count > self.count:
-            self._batcher.check_room(count - self.count)
-        self._batcher._reserved += count - self.count
-        if count < self.count:
-            self._batcher._arrived.set()
+            self._queue.check_room(count - self.count)
+        self._queue.hold(count - self.count)
         self.count = count
 
     @property
@@ -72,7 +79,7 @@ class Reservation:
     def _close(self) -> None:
         if self._open:
             self._open = False
-            self._batcher._release(self.count)
+            self._queue.hold(-self.count)
 
     def __enter__(self) -> Reservation:
         return self

@@ -7,6 +7,7 @@ come through it, so what they check runs with the session options the server use
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from service.engines.base import Engine
@@ -35,10 +36,32 @@ def select_engine(config: ModelConfig, version: ModelVersion, settings: Settings
     raise ValueError(f"model {config.name} v{version.info.version} has no servable artifact")
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    """The service settings an engine takes; the defaults are the server's defaults.
+
+    Tools that run an artifact the way a plain ``serve`` would (the export parity
+    check, the int8 report, the correctness gate) pass ``EngineOptions()``; the server
+    passes :meth:`of` its settings (a test keeps the two defaults equal).
+    """
+
+    threads: int = 0
+    spinning: bool = False
+    max_batch_size: int = 32
+
+    @classmethod
+    def of(cls, settings: Settings) -> EngineOptions:
+        return cls(
+            threads=settings.intra_op_threads,
+            spinning=settings.intra_op_spinning,
+            max_batch_size=settings.max_batch_size,
+        )
+
+
 def load_engine(
     fmt: ArtifactFormat,
     artifact: Path,
-    settings: Settings,
+    options: EngineOptions,
     *,
     providers: tuple[str, ...] | None = None,
     device: str = "auto",
@@ -47,10 +70,10 @@ def load_engine(
     max_batch_size: int | None = None,
     cuda_graphs: bool = False,
 ) -> Engine:
-    """An engine for one artifact file, configured from the service settings.
+    """An engine for one artifact file, configured by ``options``.
 
     ``max_batch_size`` bounds TensorRT's optimisation profile and the CUDA graph sizes
-    (default: the service's limit).
+    (default: ``options.max_batch_size``).
     """
     if fmt == "onnx":
         from service.engines.onnxruntime import OnnxRuntimeEngine
@@ -59,16 +82,16 @@ def load_engine(
             artifact,
             providers=providers,
             device=device,
-            threads=settings.intra_op_threads,
-            spinning=settings.intra_op_spinning,
+            threads=options.threads,
+            spinning=options.spinning,
             fp16=fp16,
             trt_cache_dir=trt_cache_dir,
-            max_batch_size=max_batch_size or settings.max_batch_size,
+            max_batch_size=max_batch_size or options.max_batch_size,
             cuda_graphs=cuda_graphs,
         )
     from service.engines.torchscript import TorchScriptEngine
 
-    return TorchScriptEngine(artifact, device=device, threads=settings.intra_op_threads, fp16=fp16)
+    return TorchScriptEngine(artifact, device=device, threads=options.threads, fp16=fp16)
 
 
 def create_engine(config: ModelConfig, version: ModelVersion, settings: Settings) -> Engine:
@@ -77,7 +100,7 @@ def create_engine(config: ModelConfig, version: ModelVersion, settings: Settings
     return load_engine(
         fmt,
         version.artifact_path(fmt),
-        settings,
+        EngineOptions.of(settings),
         providers=settings.provider_list() or config.providers,
         device=config.device,
         fp16=config.fp16,
@@ -124,6 +147,7 @@ def max_batch_size_of(config: ModelConfig, settings: Settings) -> int:
 __all__ = [
     "CPU_PROVIDERS",
     "Engine",
+    "EngineOptions",
     "create_engine",
     "device_mismatch",
     "load_engine",

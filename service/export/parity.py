@@ -22,10 +22,9 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as tvf
 
-from service.engines import load_engine
+from service.engines import EngineOptions, load_engine
 from service.export import DEFAULT_PARITY_BOUND
 from service.repository import ArtifactFormat, ParityReport, Preprocessing
-from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -104,10 +103,6 @@ def build_inputs(
     return ParityInputs(tuple(batches), source)
 
 
-#: The server's default settings (no environment read): what a plain ``serve`` runs.
-SERVER_DEFAULTS = Settings.model_construct()
-
-
 def engine_runner(fmt: ArtifactFormat) -> Callable[[Path], Runner]:
     """The artifact run by the serving engine class, with the server's default settings.
 
@@ -116,7 +111,7 @@ def engine_runner(fmt: ArtifactFormat) -> Callable[[Path], Runner]:
     """
 
     def open_runner(path: Path) -> Runner:
-        return load_engine(fmt, path, SERVER_DEFAULTS, device="cpu").run
+        return load_engine(fmt, path, EngineOptions(), device="cpu").run
 
     return open_runner
 

@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.engines import load_engine
+from service.engines import EngineOptions, load_engine
 from service.postprocess import softmax
 from service.quantize.calibration import ImageSet
-from service.settings import Settings
 
 #: Images per engine call while evaluating: large enough to amortise call overhead,
 #: small enough that ResNet-50 activations stay well under a GiB.
@@ -63,7 +62,7 @@ class SetReport:
 
 def run_model(artifact: Path, images: ImageSet) -> npt.NDArray[np.float32]:
     """Logits of every image, through the serving engine with the server's settings."""
-    engine = load_engine("onnx", artifact, Settings.model_construct(), device="cpu")
+    engine = load_engine("onnx", artifact, EngineOptions(), device="cpu")
     try:
         chunks = [
             engine.run(images.inputs[i : i + EVAL_BATCH]) for i in range(0, len(images), EVAL_BATCH)

@@ -48,3 +48,11 @@ def test_config_engine_wins_over_artifact_order(tmp_path: Path) -> None:
 def test_config_engine_without_its_artifact_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no torchscript artifact"):
         select_engine(config(tmp_path, "torchscript"), version(onnx=ONNX), Settings())
+
+
+def test_engine_options_defaults_are_the_servers_defaults() -> None:
+    """Tools run artifacts with EngineOptions(): it must be what a plain serve runs."""
+    from service.engines import EngineOptions
+    from service.settings import Settings
+
+    assert EngineOptions() == EngineOptions.of(Settings())

@@ -16,6 +16,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from PIL import Image
+from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
 from service.preprocess import Limits, Preprocessor
@@ -80,11 +81,24 @@ def test_config_statistics_and_index_parse_in_both_clients(
     http: httpclient.InferenceServerClient, grpc: grpcclient.InferenceServerClient
 ) -> None:
     config = http.get_model_config(MODEL)
-    assert config["max_batch_size"] == grpc.get_model_config(MODEL).config.max_batch_size > 0
-    assert [i["name"] for i in config["input"]] == ["image", "input"]
+    over_grpc = grpc.get_model_config(MODEL).config
+    # One source: the same message in each door's form.
+    assert [(i["name"], i["data_type"], i["dims"]) for i in config["input"]] == [
+        (i.name, model_config_pb2.DataType.Name(i.data_type), list(i.dims)) for i in over_grpc.input
+    ]
+    assert config["max_batch_size"] > 0
+    # Both inputs are declared, both optional: a request sends exactly one of them.
+    assert [(i["name"], i.get("optional")) for i in config["input"]] == [
+        ("image", True),
+        ("input", True),
+    ]
+    before_ms = time.time() * 1000
     grpc.infer(MODEL, [jpeg_input(grpcclient, [_pixel_jpeg()])])  # at least one inference
     stats = grpc.get_inference_statistics(MODEL).model_stats[0]
     assert stats.name == MODEL and stats.execution_count >= 1 and stats.inference_count >= 1
+    assert before_ms - 1000 <= stats.last_inference <= time.time() * 1000 + 1000
+    rest_stats = http.get_inference_statistics(MODEL)["model_stats"][0]
+    assert rest_stats["last_inference"] == stats.last_inference  # a number, not a string
     assert (
         http.get_inference_statistics(MODEL)["model_stats"][0]["inference_stats"]["success"][
             "count"
