@@ -6,15 +6,21 @@ import io
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageFile, JpegImagePlugin
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import GifImagePlugin, Image, ImageFile, JpegImagePlugin
 
 from service.decode_cost import (
     DEFAULT_MAX_JPEG_SCANS,
+    MAX_GIF_BLOCKS,
+    MAX_GIF_JUNK_BYTES,
     MAX_JPEG_HEADER_JUNK_BYTES,
     MAX_JPEG_MARKERS,
     MAX_PNG_CHUNKS,
+    gif_blocks,
+    passes_per_pixel,
 )
-from service.errors import BadImage, ImageTooCostly, UnsupportedMediaType
+from service.errors import BadImage, ImageTooCostly, ServiceError, UnsupportedMediaType
 from service.preprocess import DEFAULT_MAX_DECODE_WORK, Limits, Preprocessor
 from service.settings import Settings
 from tests.reference import IMAGENET, LIMITS
@@ -202,3 +208,36 @@ def test_work_bound_below_the_pixel_cap_is_refused_at_start_up() -> None:
     with pytest.raises(ValueError, match="max_decode_work") as info:
         Settings(max_image_pixels=10**6, max_decode_work=10**5)
     assert "could never" in str(info.value)
+
+
+def test_gif_with_more_extension_blocks_than_encoders_write_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pillow walks them in Python inside Image.open: 1 MB of them took 0.25 s."""
+    gif = images.animated_gif()
+    assert PRE.open(images.gif_with_comment_blocks(gif, 100)).work == 40 * 30
+    assert gif_blocks(gif) == 5  # NETSCAPE2.0 (id, loop count, end), frame delay (data, end)
+
+    def parse(self: object) -> None:
+        raise AssertionError("Pillow parsed a hostile header")
+
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "_open", parse)
+    with pytest.raises(ImageTooCostly, match=f"over {MAX_GIF_BLOCKS} extension blocks"):
+        PRE.open(images.gif_with_comment_blocks(gif, MAX_GIF_BLOCKS + 1))
+    junk = gif[:13] + b"\0" * (MAX_GIF_JUNK_BYTES + 1) + gif[13:]
+    with pytest.raises(BadImage, match="junk"):
+        PRE.open(junk)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    magic=st.sampled_from([b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a"]),
+    body=st.binary(max_size=4096),
+)
+def test_the_walks_answer_any_bytes_with_a_count_or_a_typed_error(
+    magic: bytes, body: bytes
+) -> None:
+    try:
+        assert passes_per_pixel(magic + body, max_jpeg_scans=DEFAULT_MAX_JPEG_SCANS) >= 1
+    except ServiceError as error:
+        assert 400 <= error.status < 500

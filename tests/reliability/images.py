@@ -208,3 +208,10 @@ def bmp_rle8(width: int, height: int) -> bytes:
     offset = 14 + len(info) + len(palette)
     head = b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset)
     return head + info + palette + pixels
+
+
+def gif_with_comment_blocks(gif: bytes, blocks: int) -> bytes:
+    """``gif`` with ``blocks`` empty comment extensions (3 bytes each) before its image."""
+    flags = gif[10]
+    start = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    return gif[:start] + b"\x21\xfe\x00" * blocks + gif[start:]
