@@ -16,14 +16,14 @@ here (Pillow 13, libjpeg-turbo): ~0.35 ns per pixel per empty scan, so 2000 empt
 Some of Pillow's parsers are Python loops over the bytes; they hold the GIL, so they stall
 the event loop and every door with it, whatever thread they run in. Measured: 1 MB of
 4-byte JPEG COM segments costs 1.2 s inside ``Image.open``, 1 MB of junk between JPEG
-markers 0.33 s, 100k empty PNG IDAT chunks 0.33 s of ``load``, an RLE8 BMP 1.6 s per
-megapixel. The walks here refuse such files *before* Pillow sees them, counting markers
-and chunks with one Python step per marker or chunk (never per byte: entropy-coded data
-and junk are skipped with :mod:`re` and ``bytes.find``, which run in C).
+markers 0.33 s, 1 MB of empty GIF comment extensions 0.25 s, 100k empty PNG IDAT chunks
+0.33 s of ``load``, an RLE8 BMP 1.6 s per megapixel. The walks here refuse such files
+*before* Pillow sees them, with one Python step per marker, chunk or block (never per byte:
+entropy-coded data and junk are skipped by :mod:`re`, in C; ~1 ms per MB).
 
 Bounds are what no real encoder writes: libjpeg, libjpeg-turbo and mozjpeg write 6 to 10
-scans for their progressive default (mozjpeg's scan optimisation picks a subset of a
-64-scan search), Photoshop 3 to 5 "scans" of its progressive setting. libjpeg-turbo itself
+scans for their progressive default (mozjpeg's scan optimisation picks a subset of its
+search script), Photoshop's progressive option offers 3 to 5 "scans". libjpeg-turbo itself
 calls more than 500 scans "unreasonably large" (TurboJPEG's ``TJFLAG_LIMITSCANS`` sets
 its scan limit to 500; its fuzzers and NVIDIA DALI use 500 too).
 """
