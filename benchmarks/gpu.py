@@ -179,7 +179,7 @@ def service_row(
             config.preprocessing, Limits(40_000_000), device=device
         )
         served.preprocessor.warmup()
-    pipeline = Pipeline(pool, settings, Metrics(), ThreadPoolExecutor(threads))
+    pipeline = Pipeline(pool, settings, Metrics())
 
     async def run() -> tuple[int, list[float], float]:
         await pool.load()

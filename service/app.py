@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -53,10 +52,7 @@ def create_app(settings: Settings, *, pool: ModelPool | None = None) -> FastAPI:
     if pool is None:
         pool = ModelPool(scan_repository(settings.repository), settings, Metrics())
     metrics = pool.metrics
-    decode_threads = ThreadPoolExecutor(
-        max_workers=settings.effective_decode_threads(), thread_name_prefix="decode"
-    )
-    pipeline = Pipeline(pool, settings, metrics, decode_threads)
+    pipeline = Pipeline(pool, settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

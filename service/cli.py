@@ -51,6 +51,12 @@ SETTING_SECTIONS: dict[str, tuple[str, ...]] = {
         "drain_timeout_s",
     ),
     "memory budgets": ("max_body_bytes_in_flight", "max_decode_bytes_in_flight"),
+    "decode time": (
+        "max_jpeg_scans",
+        "max_decode_work",
+        "heavy_decode_work",
+        "heavy_decode_threads",
+    ),
     "security": ("api_key", "api_key_file", "cors_origins"),
     "observability": ("log_level", "log_format", "tracing"),
 }

@@ -76,6 +76,16 @@ class ImageTooLarge(PayloadTooLarge):
     code = "image_too_large"
 
 
+class ImageTooCostly(PayloadTooLarge):
+    """Decode work (pixels x passes, JPEG scans, chunks) above what the service decodes.
+
+    Refused from the header and a walk over the markers, before any pixel is decoded:
+    a decode cannot be interrupted once it starts (see :mod:`service.decode_cost`).
+    """
+
+    code = "image_too_costly"
+
+
 class HeadersTooLarge(ServiceError):
     """The request line and headers are larger than the server takes."""
 

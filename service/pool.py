@@ -138,7 +138,11 @@ class ModelPool:
         #: The metrics it reports model state to; routes use the app's, not this.
         self.metrics = metrics
         self._engine_factory = engine_factory
-        limits = Limits(max_pixels=settings.max_image_pixels)
+        limits = Limits(
+            max_pixels=settings.max_image_pixels,
+            max_jpeg_scans=settings.max_jpeg_scans,
+            max_decode_work=settings.max_decode_work,
+        )
         self._models: dict[str, dict[int, ServedModel]] = {}
         self._defaults: dict[str, int] = {}
         for entry in entries:

@@ -35,7 +35,8 @@ import numpy.typing as npt
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 from service.batching import Collated, stack_arrays
-from service.errors import BadImage, ImageTooLarge, NotAnImage
+from service.decode_cost import DEFAULT_MAX_JPEG_SCANS, check_decoder, passes_per_pixel
+from service.errors import BadImage, ImageTooCostly, ImageTooLarge, NotAnImage
 from service.imagemodes import orient_and_convert, peak_bytes_per_pixel, resampled_bytes_per_pixel
 from service.repository import Preprocessing
 from service.resize import center_crop_box, crop_resize, resize_temp_bytes, resized_size
@@ -93,9 +94,18 @@ WORST_BYTES_PER_PIXEL = 17
 WORST_FIXED_BYTES = 64 * 1024 * 1024
 
 
+#: Default bound on :attr:`OpenedImage.work`: a 40 MP image with 64 passes (libjpeg's
+#: progressive default writes 10 scans, mozjpeg a subset of 64), ~2 s of decode here.
+DEFAULT_MAX_DECODE_WORK = 40_000_000 * 64
+
+
 @dataclass(frozen=True)
 class Limits:
+    """What :meth:`Preprocessor.open` refuses from the header (see :mod:`service.settings`)."""
+
     max_pixels: int
+    max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS
+    max_decode_work: int = DEFAULT_MAX_DECODE_WORK
 
 
 @dataclass(frozen=True)
@@ -105,13 +115,17 @@ class OpenedImage:
     ``image`` is Pillow's lazy image (no pixels yet); :meth:`Preprocessor.decode` consumes it
     and closes it. ``decode_pixels`` is width*height of what the decoder will produce (after
     JPEG draft scaling); ``cost_bytes`` is an upper bound on the peak extra memory of decoding
-    it, for a caller that budgets memory across concurrent decodes.
+    it, for a caller that budgets memory across concurrent decodes. ``work`` estimates
+    decode *time* in pixel-passes: full-size (header) pixels times the passes a decoder
+    makes over them (JPEG scans, Adam7; :mod:`service.decode_cost`), for a caller that
+    keeps long decodes from taking every decode thread (:mod:`service.pipeline.lanes`).
     """
 
     image: Image.Image
     format: str
     decode_pixels: int
     cost_bytes: int
+    work: int
 
 
 @dataclass(frozen=True)
@@ -166,12 +180,14 @@ class Preprocessor:
         return stack_arrays(items)
 
     def open(self, data: bytes | bytearray) -> OpenedImage:
-        """Header only: format, pixel cap and draft scale, and what decoding will cost."""
+        """Header only: format, pixel cap, decode work and draft scale, and their costs."""
         if not data:
             raise BadImage(
                 "empty image: the request contained a file with no bytes",
                 allowed=ALLOWED_FORMATS_TEXT,
             )
+        # Before Image.open: Pillow parses a JPEG's or PNG's header in Python, per marker.
+        passes = passes_per_pixel(data, max_jpeg_scans=self.limits.max_jpeg_scans)
         try:
             image = Image.open(io.BytesIO(data), formats=_open_formats())
         except UnidentifiedImageError:
@@ -183,6 +199,8 @@ class Preprocessor:
                 f"image format {image.format} is not accepted", allowed=ALLOWED_FORMATS_TEXT
             )
         header_pixels = self._check_size(*image.size)
+        check_decoder(image)
+        work = self._check_work(header_pixels, passes)
         cost = _FIXED_COST_BYTES
         if image.format in ("JPEG", "MPO"):
             try:
@@ -195,7 +213,7 @@ class Preprocessor:
         resize_bpp = resampled_bytes_per_pixel(image.mode)
         cost += peak_bytes_per_pixel(image, data) * width * height
         cost += resize_temp_bytes(width, height, self.spec, resize_bpp)
-        return OpenedImage(image, image.format, width * height, cost)
+        return OpenedImage(image, image.format, width * height, cost, work)
 
     def decode(self, opened: OpenedImage) -> Decoded:
         """The image for the batcher; here always :meth:`exact` (a GPU backend may defer)."""
@@ -237,6 +255,17 @@ class Preprocessor:
                 max_pixels=self.limits.max_pixels,
             )
         return width * height
+
+    def _check_work(self, header_pixels: int, passes: int) -> int:
+        work = header_pixels * passes
+        if work > self.limits.max_decode_work:
+            raise ImageTooCostly(
+                f"decoding this image is {header_pixels} pixels x {passes} passes = {work} "
+                f"pixel-passes; at most {self.limits.max_decode_work} are accepted "
+                "(a JPEG scan or an Adam7 interlace is a pass)",
+                max_decode_work=self.limits.max_decode_work,
+            )
+        return work
 
     def _draft(self, image: Image.Image) -> None:
         """Ask libjpeg for a smaller decode when the image is far larger than needed."""

@@ -79,7 +79,12 @@ class TorchPreprocessor(Preprocessor):
         # Only the bytes are held until the batch runs; Pillow's header goes now.
         opened.image.close()
         return OpenedJpeg(
-            opened.image, opened.format, opened.decode_pixels, len(data), bytearray(data)
+            opened.image,
+            opened.format,
+            opened.decode_pixels,
+            len(data),
+            opened.work,
+            bytearray(data),
         )
 
     def decode(self, opened: OpenedImage) -> Decoded:

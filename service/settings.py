@@ -169,6 +169,35 @@ class Settings(BaseSettings):
         20.0, ge=0, description="On SIGTERM, how long accepted requests may take to finish."
     )
 
+    # --- decode time ---------------------------------------------------------------
+    max_jpeg_scans: int = Field(
+        500,
+        ge=1,
+        description="Most scans (SOS markers) in one JPEG; past it, 413 image_too_costly "
+        "from the header. Each scan is another pass over every pixel; encoders write 1 to "
+        "a few dozen, libjpeg-turbo calls over 500 unreasonable (TJFLAG_LIMITSCANS).",
+    )
+    max_decode_work: int = Field(
+        40_000_000 * 64,
+        ge=1,
+        description="Most decode work of one image in pixel-passes (full-size pixels x "
+        "passes: JPEG scans, Adam7 interlace), estimated from the header; past it, 413 "
+        "image_too_costly. Default: a 40 MP image with 64 scans (~2 s of decode).",
+    )
+    heavy_decode_work: int = Field(
+        200_000_000,
+        ge=1,
+        description="Images whose decode work (pixel-passes) is above this decode in the "
+        "heavy lane (heavy_decode_threads), so that they never take every decode thread "
+        "from cheap images. Default: 20 MP progressive with 10 scans (~0.3 s).",
+    )
+    heavy_decode_threads: int = Field(
+        1,
+        ge=1,
+        description="Threads of the heavy decode lane; fewer than decode_threads, so the "
+        "cheap lane keeps its own.",
+    )
+
     # --- security ------------------------------------------------------------------
     api_key: str | None = Field(
         None,
@@ -238,6 +267,12 @@ class Settings(BaseSettings):
             problems.append(
                 f"max_body_bytes ({self.max_body_bytes}) must be <= max_body_bytes_in_flight "
                 f"({self.max_body_bytes_in_flight}): a maximal body could never be admitted"
+            )
+        if self.max_decode_work < self.max_image_pixels:
+            problems.append(
+                f"max_decode_work ({self.max_decode_work}) must be >= max_image_pixels "
+                f"({self.max_image_pixels}): an image at the pixel cap, decoded in one pass, "
+                "could never be accepted"
             )
         if problems:
             raise ValueError("; ".join(problems))

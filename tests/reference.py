@@ -65,5 +65,5 @@ def new_pipeline(data: bytes, spec: Preprocessing) -> npt.NDArray[np.uint8]:
     pre = Preprocessor(spec, LIMITS)
     opened = pre.open(data)
     if opened.format == "JPEG":  # the old path decoded drafts too; compare at full scale
-        opened = OpenedImage(Image.open(io.BytesIO(data)), "PNG", 0, 0)
+        opened = OpenedImage(Image.open(io.BytesIO(data)), "PNG", 0, 0, 0)
     return np.asarray(pre.crop_image(opened))

@@ -1,8 +1,11 @@
-"""The decode stage: encoded images -> model inputs, in the decode threads, in budget.
+"""The decode stage: encoded images -> model inputs, in the decode lanes, in budget.
 
-Each image is opened (header only) and decoded in one decode-thread hop when the decode
-budget has room for its cost, bounded from its header; otherwise the request waits on
-the event loop for room (bounded by its deadline) and decodes then. Every byte taken
+Each image's header is opened in the cheap lane (:mod:`.lanes`). A cheap image is
+decoded in the same hop when the decode budget has room for its cost, bounded from its
+header; a heavy one (estimated work above ``heavy_decode_work``) is decoded in the heavy
+lane, so a few expensive images never take every decode thread from cheap ones. When
+the budget is full, the request waits on the event loop for room (bounded by its
+deadline) and decodes then. Every byte taken
 from the budget is given back in a ``finally`` in the thread that decoded, or here if
 the decode never ran (cancelled before it started).
 """
@@ -12,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from typing import TypeVar
 
 from prometheus_client import Histogram
@@ -20,16 +22,17 @@ from prometheus_client import Histogram
 from service.budgets import Budget
 from service.errors import BadImage, DeadlineExceeded, ServiceError
 from service.pipeline.call import EncodedImage
+from service.pipeline.lanes import DecodeLanes
 from service.preprocess import Decoded, OpenedImage, Preprocessor
 
 T = TypeVar("T")
 
 
 class Decoder:
-    """The decode threads and the decode-memory budget, shared by every request."""
+    """The decode lanes and the decode-memory budget, shared by every request."""
 
-    def __init__(self, threads: Executor, budget: Budget) -> None:
-        self.threads = threads
+    def __init__(self, lanes: DecodeLanes, budget: Budget) -> None:
+        self.lanes = lanes
         self.budget = budget
 
     async def decode_all(
@@ -90,21 +93,21 @@ class Decoder:
         self, data: bytes | bytearray, preprocessor: Preprocessor, deadline: float
     ) -> tuple[Decoded, float]:
         """Header, decode budget, pixels: in one decode-thread hop when the budget has room."""
-        budget = self.budget
+        budget, lanes = self.budget, self.lanes
 
         def open_and_decode() -> tuple[OpenedImage, Decoded | None, float]:
             if time.monotonic() >= deadline:
                 raise DeadlineExceeded("the request's deadline passed before its decode began")
             started = time.perf_counter()
             opened = preprocessor.open(data)
-            if not budget.try_take(opened.cost_bytes):
+            if lanes.is_heavy(opened) or not budget.try_take(opened.cost_bytes):
                 return opened, None, time.perf_counter() - started
             try:
                 return opened, preprocessor.decode(opened), time.perf_counter() - started
             finally:
                 budget.give(opened.cost_bytes)
 
-        opened, decoded, seconds = await self._in_thread(open_and_decode)
+        opened, decoded, seconds = await self._in_lane(open_and_decode, heavy=False)
         if decoded is not None:
             return decoded, seconds
         # The budget was full: wait for room here (bounded by the deadline), then decode.
@@ -118,14 +121,20 @@ class Decoder:
             finally:
                 budget.give(cost)
 
-        tensor, more = await self._in_thread(decode_held, if_never_run=lambda: budget.give(cost))
+        tensor, more = await self._in_lane(
+            decode_held, heavy=lanes.is_heavy(opened), if_never_run=lambda: budget.give(cost)
+        )
         return tensor, seconds + more
 
-    async def _in_thread(
-        self, job: Callable[[], T], *, if_never_run: Callable[[], None] | None = None
+    async def _in_lane(
+        self,
+        job: Callable[[], T],
+        *,
+        heavy: bool,
+        if_never_run: Callable[[], None] | None = None,
     ) -> T:
-        """Run ``job`` in a decode thread; cancelled before it starts, it never runs."""
-        future = self.threads.submit(job)
+        """Run ``job`` in a lane's thread; cancelled before it starts, it never runs."""
+        future = self.lanes.submit(job, heavy=heavy)
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:

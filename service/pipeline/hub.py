@@ -23,7 +23,6 @@ import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Sequence
-from concurrent.futures import Executor
 from typing import TypeVar
 
 import numpy as np
@@ -47,6 +46,7 @@ from service.metrics import Metrics
 from service.pipeline.call import Call, Door, Inputs, Outcome, Timings
 from service.pipeline.decoding import Decoder
 from service.pipeline.intake import BodyHold, Intake
+from service.pipeline.lanes import DecodeLanes
 from service.pool import ModelPool, ServedModel
 from service.preprocess import Decoded, worst_cost_bytes
 from service.readiness import Readiness
@@ -77,7 +77,11 @@ class Pipeline:
     """The served models, the stages and the process-wide budgets, for every door."""
 
     def __init__(
-        self, models: ModelPool, settings: Settings, metrics: Metrics, decode_threads: Executor
+        self,
+        models: ModelPool,
+        settings: Settings,
+        metrics: Metrics,
+        lanes: DecodeLanes | None = None,
     ) -> None:
         self.models = models
         self.settings = settings
@@ -102,7 +106,7 @@ class Pipeline:
         )
         metrics.body_bytes_budget.set(settings.max_body_bytes_in_flight)
         metrics.decode_bytes_budget.set(settings.max_decode_bytes_in_flight)
-        self.decoder = Decoder(decode_threads, self.decode_budget)
+        self.decoder = Decoder(lanes or DecodeLanes.from_settings(settings), self.decode_budget)
         self.intake = Intake(settings, self.body_budget)
         #: Calls at once per door, where the transport cannot bound them itself.
         self._door_limits: dict[Door, int] = {"v2-grpc": settings.grpc_max_concurrent_rpcs}
@@ -111,9 +115,7 @@ class Pipeline:
     def close(self) -> None:
         """Stop the stage threads (after the batchers drained: nothing waits on them)."""
         self.intake.close()
-        executor = self.decoder.threads
-        if hasattr(executor, "shutdown"):
-            executor.shutdown(wait=True, cancel_futures=True)
+        self.decoder.lanes.shutdown(wait=True, cancel_futures=True)
 
     def resolve(self, model: str | None, version: str | int | None) -> ServedModel:
         """The served version a name and an optional version (text or number) ask for."""

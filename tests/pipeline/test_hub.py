@@ -9,7 +9,6 @@ in-process (:class:`LocalCall`), or through :class:`BodyCall` where a body is re
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +38,7 @@ def images(*data: bytes | EncodedImage, **call: object) -> LocalCall:
 def make_pipeline(tmp_path: Path, **overrides: object) -> tuple[Pipeline, FakeEngine]:
     settings = Settings(repository=tmp_path, warmup=False, decode_threads=2, **overrides)
     pool, engines = fake_pool(tmp_path, settings)
-    decode_threads = ThreadPoolExecutor(max_workers=2)
-    return Pipeline(pool, settings, pool.metrics, decode_threads), engines.setdefault(
+    return Pipeline(pool, settings, pool.metrics), engines.setdefault(
         "fake", FakeEngine()
     )
 

@@ -125,3 +125,93 @@ def hostile_images() -> dict[str, bytes]:
         ),
         "photo-40mp.jpg": encode(Image.new("RGB", (side, side), (120, 60, 30)), "JPEG"),
     }
+
+
+# -- decode time: files whose decode work grows without their pixels ---------------------
+
+
+def progressive_jpeg(width: int, height: int, seed: int = 0, **options: object) -> bytes:
+    """A photo-like progressive JPEG (Pillow/libjpeg-turbo's 10-scan script for RGB)."""
+    return encode(photo_like(width, height, seed), "JPEG", progressive=True, **options)
+
+
+def jpeg_scans(data: bytes) -> int:
+    """SOS markers in a JPEG this module wrote (no COM/APP payloads that could hold 0xFFDA)."""
+    return data.count(b"\xff\xda")
+
+
+def with_empty_scans(jpeg: bytes, scans: int) -> bytes:
+    """``jpeg`` (progressive) with ``scans`` more scans that code nothing, before its EOI.
+
+    Each is an AC scan of the first component whose data is one EOB run per 32767 blocks
+    (a 1-bit Huffman code for EOB14 plus 14 bits of run length), so it costs ~14 bytes yet
+    makes the decoder walk every block of that component again: the LJT-01-004 pattern of
+    the 860 KB files that once held every decode thread. libjpeg warns about the
+    inconsistent progression and decodes it, unchanged.
+    """
+    sof = jpeg.index(b"\xff\xc2")
+    height, width = struct.unpack(">HH", jpeg[sof + 5 : sof + 9])
+    component = jpeg[sof + 10]
+    eoi = jpeg.rindex(b"\xff\xd9")
+    # DHT: AC table 3 (class 1), one code of length 1 for symbol 0xE0 (EOB run, 14 bits).
+    dht = b"\xff\xc4" + struct.pack(">H", 2 + 1 + 16 + 1) + b"\x13" + b"\x01" + b"\0" * 15
+    dht += b"\xe0"
+    blocks = -(-width // 8) * -(-height // 8)
+    bits = "0" + "1" * 14  # code, then run = 2**14 + (2**14 - 1) = 32767 blocks
+    stream = bits * -(-blocks // 32767)
+    stream += "1" * (-len(stream) % 8)  # pad the last byte with ones, as encoders do
+    entropy = int(stream, 2).to_bytes(len(stream) // 8, "big").replace(b"\xff", b"\xff\x00")
+    # SOS: 1 component (table 0 DC / 3 AC), Ss=1, Se=63, Ah=Al=0.
+    sos = b"\xff\xda" + struct.pack(">HB", 8, 1) + bytes([component, 0x03, 1, 63, 0])
+    return jpeg[:eoi] + dht + (sos + entropy) * scans + jpeg[eoi:]
+
+
+def hostile_progressive_jpeg(scans: int = 3000) -> bytes:
+    """~0.95 MB: a 2000x2000 progressive photo plus ``scans`` empty scans (the attack)."""
+    return with_empty_scans(progressive_jpeg(2000, 2000, quality=80), scans)
+
+
+def png_adam7(image: Image.Image) -> bytes:
+    """``image`` (RGB) as an Adam7-interlaced PNG; Pillow writes only non-interlaced ones."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    height, width = pixels.shape[:2]
+    passes = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2))
+    raw = bytearray()
+    for x0, y0, dx, dy in (*passes, (0, 1, 1, 2)):
+        sub = pixels[y0::dy, x0::dx]
+        if sub.size:  # each row: filter type 0, then the row
+            rows = np.concatenate(
+                [np.zeros((sub.shape[0], 1), np.uint8), sub.reshape(sub.shape[0], -1)], axis=1
+            )
+            raw += rows.tobytes()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 1)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(bytes(raw)))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def png_with_empty_idat_chunks(png: bytes, chunks: int) -> bytes:
+    """``png`` with ``chunks`` zero-length IDAT chunks before its data (valid, 12 B each)."""
+    first = png.index(b"IDAT") - 4
+    return png[:first] + png_chunk(b"IDAT", b"") * chunks + png[first:]
+
+
+def bmp_rle8(width: int, height: int) -> bytes:
+    """An RLE8 BMP of runs of one pixel (Pillow decodes RLE in Python, per run)."""
+    row = b"\x01\x05" * width + b"\x00\x00"
+    pixels = row * height + b"\x00\x01"
+    palette = b"".join(bytes([i, i, i, 0]) for i in range(256))
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(pixels), 2835, 2835, 256, 0)
+    offset = 14 + len(info) + len(palette)
+    head = b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset)
+    return head + info + palette + pixels
+
+
+def gif_with_comment_blocks(gif: bytes, blocks: int) -> bytes:
+    """``gif`` with ``blocks`` empty comment extensions (3 bytes each) before its image."""
+    flags = gif[10]
+    start = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    return gif[:start] + b"\x21\xfe\x00" * blocks + gif[start:]
