@@ -77,7 +77,7 @@ class Budget:
             remaining = deadline - time.monotonic()
             try:
                 await asyncio.wait_for(waiter, max(remaining, 0.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise DeadlineExceeded(
                     f"the request's deadline passed while waiting for {self.name} budget "
                     f"(capacity {self.capacity}, in use {self._used})"

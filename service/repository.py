@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -136,7 +136,7 @@ class VersionInfo(_Frozen):
     """One exported version: artifacts, their checksums, and how they were made."""
 
     version: int = Field(gt=0)
-    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
     weights: WeightsInfo
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     artifacts: dict[ArtifactFormat, ArtifactInfo] = Field(min_length=1)

@@ -126,7 +126,7 @@ class Batcher:
         if worker is not None and not worker.done():
             try:
                 await asyncio.wait_for(asyncio.shield(worker), drain_timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 logger.error("%s: drain timed out after %.1fs", self._name, drain_timeout_s)
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -11,7 +11,7 @@ from service.pipeline.call import (
     Parsed,
     Timings,
 )
-from service.pipeline.hub import UNRESOLVED, Pipeline, parse_version
+from service.pipeline.hub import UNRESOLVED, Pipeline, let_go, parse_version
 
 __all__ = [
     "UNRESOLVED",
@@ -25,5 +25,6 @@ __all__ = [
     "Parsed",
     "Pipeline",
     "Timings",
+    "let_go",
     "parse_version",
 ]

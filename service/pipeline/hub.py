@@ -21,6 +21,7 @@ import asyncio
 import logging
 import math
 import time
+import traceback
 from collections import Counter
 from collections.abc import Awaitable, Sequence
 from typing import TypeVar
@@ -170,6 +171,9 @@ class Pipeline:
                 in_flight.dec()
             self._observe(call.door, labels, error, started)
             request_id_var.reset(token)
+            if error is not None:
+                let_go(error)
+                error = None
 
     # -- admission ----------------------------------------------------------------------
     def _labels_for(self, model: str | None) -> tuple[str, str]:
@@ -262,6 +266,25 @@ class Pipeline:
             logger.error("%s request failed (%s)", door, status, exc_info=error)
         elif error is not None:
             logger.debug("%s request answered %d: %s", door, status, error)
+
+
+def let_go(error: BaseException) -> None:
+    """Drop the finished frames an error's traceback holds, with their locals.
+
+    A traceback keeps every frame it passed through alive, and with them the request's
+    body, parsed message and decoded tensors; a frame that also holds the error (a
+    variable, a list of failed jobs) makes a cycle that only the cyclic GC frees, which
+    does not count native memory (a parsed protobuf's arena): measured, +35 MiB kept per
+    refused 2 MiB gRPC message. Once the outcome is observed (5xx logged with its
+    traceback), the door needs only the error's message and details.
+    """
+    seen = 0
+    current: BaseException | None = error
+    while current is not None and seen < 8:
+        if current.__traceback__ is not None:
+            traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__
+        seen += 1
 
 
 def _checked_tensor(batch: npt.NDArray[np.float32], served: ServedModel) -> list[Decoded]:

@@ -106,43 +106,46 @@ class Intake:
         if started >= deadline:  # a client deadline already spent (in transit)
             raise DeadlineExceeded("the request's deadline passed before its body was read")
         received = 0
-        chunks = call.chunks().__aiter__()
-        while True:
-            # The latest moment the next byte may arrive: the deadline, or when the
-            # average rate since the body began would fall under the minimum.
+        loop = asyncio.get_running_loop()
+
+        def latest_next_byte() -> float:
+            """When the next byte must have come, on the loop's clock: the deadline, or
+            when the average rate since the body began would fall under the minimum."""
             rate_limit_at = started + max(grace, (received + 1) / rate)
-            wait = min(deadline, rate_limit_at) - time.monotonic()
-            try:
-                if wait <= 0:
-                    raise asyncio.TimeoutError
-                chunk = await asyncio.wait_for(chunks.__anext__(), wait)
-            except StopAsyncIteration:
-                return received
-            except asyncio.TimeoutError:
-                if time.monotonic() >= deadline:
-                    raise RequestTimeout(
-                        f"the request body did not arrive within the request's deadline "
-                        f"({received} bytes received)"
-                    ) from None
+            return loop.time() + min(deadline, rate_limit_at) - time.monotonic()
+
+        # One timeout rescheduled per chunk (no task per chunk, and no exception kept
+        # alive by one, holding the body in its traceback's frames).
+        try:
+            async with asyncio.timeout_at(latest_next_byte()) as timeout:
+                async for chunk in call.chunks():
+                    received += len(chunk)
+                    if received > limit:
+                        raise PayloadTooLarge(
+                            f"request body passed {limit} bytes, the most accepted",
+                            max_body_bytes=limit,
+                        )
+                    if declared is None:
+                        hold.take(len(chunk))
+                    elif received > declared:
+                        raise BadRequest(
+                            f"the body is longer than its declared Content-Length ({declared})"
+                        )
+                    if chunk:
+                        parser.feed(chunk)
+                    timeout.reschedule(latest_next_byte())
+        except TimeoutError:
+            if time.monotonic() >= deadline:
                 raise RequestTimeout(
-                    f"the request body arrived slower than {rate} bytes/s "
-                    f"({received} bytes in {time.monotonic() - started:.1f}s)",
-                    min_body_rate_bytes_per_s=rate,
+                    f"the request body did not arrive within the request's deadline "
+                    f"({received} bytes received)"
                 ) from None
-            received += len(chunk)
-            if received > limit:
-                raise PayloadTooLarge(
-                    f"request body passed {limit} bytes, the most accepted",
-                    max_body_bytes=limit,
-                )
-            if declared is None:
-                hold.take(len(chunk))
-            elif received > declared:
-                raise BadRequest(
-                    f"the body is longer than its declared Content-Length ({declared})"
-                )
-            if chunk:
-                parser.feed(chunk)
+            raise RequestTimeout(
+                f"the request body arrived slower than {rate} bytes/s "
+                f"({received} bytes in {time.monotonic() - started:.1f}s)",
+                min_body_rate_bytes_per_s=rate,
+            ) from None
+        return received
 
     async def parse(self, parser: BodyParser[X], size: int) -> Parsed[X]:
         """``parser.finish()``, off the event loop when the body is large, within budget."""

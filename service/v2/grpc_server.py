@@ -29,7 +29,7 @@ import grpc
 from service import tracing
 from service.errors import ServiceError, UnknownModel
 from service.logs import request_id_from
-from service.pipeline import Door, Head, Outcome, Parsed, Pipeline
+from service.pipeline import Door, Head, Outcome, Parsed, Pipeline, let_go
 from service.pool import ServedModel
 from service.security import check_api_key
 from service.settings import Settings
@@ -136,8 +136,17 @@ class InferenceServicer:
             raise UnknownModel("model name is empty")
         return self._pipeline.resolve(name, version)
 
-    async def _answer(self, context: Any, work: Callable[[], Awaitable[T]]) -> T:
-        """Run ``work``; an error becomes the status the table says (one place)."""
+    async def _answer(
+        self, context: Any, work: Callable[[], Awaitable[T]], response: str
+    ) -> T | Any:
+        """Run ``work``; an error becomes the status the table says (one place).
+
+        The status is set on the context and an empty ``response`` returned, rather than
+        ``context.abort()`` raising: gRPC keeps an abort's exception with the call's
+        state, and with it every frame of the call (the message, its parsed form) until
+        the cyclic GC runs, which does not see native memory (measured: +35 MiB kept
+        per refused 2 MiB message).
+        """
         try:
             return await work()
         except Exception as exc:
@@ -146,8 +155,10 @@ class InferenceServicer:
             wait = retry_after(exc)
             if wait:
                 context.set_trailing_metadata((("retry-after", wait),))
-            await context.abort(grpc_code(exc), public_message(exc))
-            raise  # abort raises; this only tells type checkers so
+            context.set_code(grpc_code(exc))
+            context.set_details(public_message(exc))
+            let_go(exc)
+        return proto.message(response)
 
     # -- health ------------------------------------------------------------------------
     async def ServerLive(self, request: Any, context: Any) -> Any:
@@ -171,7 +182,7 @@ class InferenceServicer:
             self._authorize(context)
             return metadata.server_metadata()
 
-        return await self._answer(context, work)
+        return await self._answer(context, work, "ServerMetadataResponse")
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
@@ -180,7 +191,7 @@ class InferenceServicer:
             versions = self._pipeline.models.versions_of(served.name)
             return metadata.model_metadata(served, versions)
 
-        return await self._answer(context, work)
+        return await self._answer(context, work, "ModelMetadataResponse")
 
     async def ModelConfig(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
@@ -189,7 +200,7 @@ class InferenceServicer:
             config = metadata.model_config(served, self._settings.max_queue_delay_ms)
             return proto.message("ModelConfigResponse", config=config)
 
-        return await self._answer(context, work)
+        return await self._answer(context, work, "ModelConfigResponse")
 
     async def ModelStatistics(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
@@ -201,14 +212,14 @@ class InferenceServicer:
                 models = [served] if request.version else same
             return metadata.model_statistics(models, self._pipeline.metrics.registry)
 
-        return await self._answer(context, work)
+        return await self._answer(context, work, "ModelStatisticsResponse")
 
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
             self._authorize(context)
             return metadata.repository_index(self._pipeline.models.all(), ready_only=request.ready)
 
-        return await self._answer(context, work)
+        return await self._answer(context, work, "RepositoryIndexResponse")
 
     # -- inference ---------------------------------------------------------------------
     async def ModelInfer(self, raw: bytes, context: Any) -> Any:
@@ -216,7 +227,9 @@ class InferenceServicer:
         request_id = request_id_from(metadata_.get(REQUEST_ID_METADATA))
         await context.send_initial_metadata(((REQUEST_ID_METADATA, request_id),))
         call = GrpcInferCall(raw, context, self._pipeline, request_id)
-        return await self._answer(context, lambda: self._pipeline.serve(call))
+        return await self._answer(
+            context, lambda: self._pipeline.serve(call), "ModelInferResponse"
+        )
 
 
 def _interceptors() -> list[Any]:

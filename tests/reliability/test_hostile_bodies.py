@@ -318,3 +318,32 @@ def test_json_attack_figures_are_in_one_line_each(server: ServerProcess) -> None
     assert answers["huge-shape"][0] == 400 and "at most 8" in answers["huge-shape"][1]
     assert answers["huge-integer"][0] == 400
     assert answers["deep-nesting"][0] in (400, 413)
+
+
+def test_expensive_decodes_cannot_starve_cheap_images(server: ServerProcess) -> None:
+    """Progressive JPEGs of 2000x2000 with as many scans as the bound allows (each decode
+    about a second here) run in the heavy lane: cheap valid images keep the cheap lane.
+    Past the bound, from the header, 413 without a decode."""
+    from tests.reliability import images
+
+    heavy = images.hostile_progressive_jpeg(scans=480)  # under max_jpeg_scans (500)
+    beyond = images.hostile_progressive_jpeg(scans=3000)
+
+    def attack() -> str:
+        body = heavy if time.monotonic() % 2 < 1 else beyond
+        try:
+            response = httpx.post(
+                f"{server.url}/classify",
+                content=body,
+                headers={"X-API-Key": API_KEY, "Content-Type": "image/jpeg"},
+                timeout=30,
+            )
+        except httpx.HTTPError as exc:
+            return type(exc).__name__
+        return str(response.status_code)
+
+    idle = current_rss(server.process.pid)
+    reset_peak(server.process.pid)
+    result = siege(server, attack, attackers=4)
+    check(server, result, idle, allowed={"200", "413", "503", "504"})
+    assert result.attack["413"] > 0  # the one beyond the bound never decoded
