@@ -200,9 +200,14 @@ class Watch:
             pause_s = 0.1
             try:
                 response = classify(self.url)
-                self.valid.append(response.status_code)
-                if response.status_code == 503:
-                    pause_s = min(float(response.headers["Retry-After"]), 1.0)
+                retry_after = response.headers.get("Retry-After")
+                if response.status_code == 503 and retry_after is None:
+                    self.valid.append("503 without Retry-After")
+                    pause_s = 1.0
+                else:
+                    self.valid.append(response.status_code)
+                if response.status_code == 503 and retry_after is not None:
+                    pause_s = min(float(retry_after), 1.0)
             except httpx.HTTPError as exc:
                 self.valid.append(type(exc).__name__)
             self.stop.wait(pause_s)
