@@ -35,6 +35,9 @@ unread input would reset the connection, and the client could lose the answer). 
 :data:`MAX_LINGERING` linger at once; past that they are closed at once. A lingering
 connection holds no request data.
 
+Not here: a body's minimum rate, which the pipeline's read stage enforces under the
+request's deadline (408 for a body still arriving).
+
 Memory: at most ``max_connections`` open connections each hold at most
 ``max_header_bytes`` of head plus :data:`CONNECTION_STATE_BYTES`, and at most
 :data:`MAX_LINGERING` more linger with that state only (see README, memory budget).

@@ -234,6 +234,10 @@ class Settings(BaseSettings):
                 f"max_body_bytes ({self.max_body_bytes}) must be <= max_body_bytes_in_flight "
                 f"({self.max_body_bytes_in_flight}): a maximal body could never be admitted"
             )
+        if self.port == self.grpc_port != 0:
+            problems.append(
+                f"port and grpc_port are both {self.port}: HTTP and V2 gRPC need a port each"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

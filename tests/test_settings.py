@@ -92,3 +92,9 @@ def test_connection_settings_come_from_the_environment(monkeypatch: pytest.Monke
     monkeypatch.setenv("RESNET_SERVE_KEEP_ALIVE_TIMEOUT_S", "9")
     settings = load_settings()
     assert (settings.head_timeout_s, settings.keep_alive_timeout_s) == (2.5, 9)
+
+
+def test_http_and_grpc_on_one_port_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="port and grpc_port are both 9000"):
+        Settings(port=9000, grpc_port=9000)
+    assert Settings(port=0, grpc_port=0).grpc_port == 0  # both picked by the OS / off
