@@ -9,10 +9,13 @@ request; they honour ``Retry-After``) and a liveness probe, and the test asserts
 * peak RSS (VmHWM, reset before the attack) within the documented formula: open
   connections x (``max_header_bytes`` + their state) + lingering refused connections x
   their state (see README, memory budget), plus slack for the valid traffic;
-* ``/health/live`` answered within 1 s throughout. The probe uses one keep-alive
-  connection opened before the attack: a new connection competes with the attack for
-  ``max_connections`` by design (in the first half head timeout of a flood nothing gives
-  way, so a new connection may get 503), which is the bound working, not the loop stalling;
+* ``/health/live`` answered within 1 s throughout, on one keep-alive connection opened
+  before the attack: that measures the event loop. A probe on a new connection each time
+  (as a kubelet's) also runs, and must get its answer (200, or 503 + Retry-After) within
+  5 s: it competes with the attack for ``max_connections`` and queues behind a flood's
+  connections in the kernel's accept queue, so its time is the flood's, not the loop's
+  (measured: all 200; slowest 0.9-1.3 s during the 1500-connection flood, up to 0.55 s
+  otherwise, on a shared 2-core machine);
 * valid clients get 200 for at least half of their requests during the attack (503 +
   Retry-After otherwise) and all of them after it;
 * the attack's connections get only 408, 431 or 503 (JSON), or are closed when idle;
@@ -177,11 +180,14 @@ class Watch:
         self.valid: list[int | str] = []
         self.probe_s: list[float] = []
         self.probe_failures: list[str] = []
+        self.fresh: list[int | str] = []  # the probe on a new connection each time
+        self.fresh_s: list[float] = []
         self.probe = httpx.Client(timeout=1.0)  # opened now, before the attack
         assert self.probe.get(f"{url}/health/live").status_code == 200
         self.threads = [
             threading.Thread(target=self._valid_client),
             threading.Thread(target=self._live_probe),
+            threading.Thread(target=self._fresh_probe),
         ]
 
     def __enter__(self) -> Watch:
@@ -223,6 +229,17 @@ class Watch:
             except httpx.HTTPError as exc:
                 self.probe_failures.append(type(exc).__name__)
 
+    def _fresh_probe(self) -> None:
+        while not self.stop.wait(0.25):
+            started = time.monotonic()
+            try:
+                response = httpx.get(f"{self.url}/health/live", timeout=5.0)
+                retry_after = response.status_code != 503 or "Retry-After" in response.headers
+                self.fresh.append(response.status_code if retry_after else "503 no Retry-After")
+            except httpx.HTTPError as exc:
+                self.fresh.append(type(exc).__name__)
+            self.fresh_s.append(time.monotonic() - started)
+
 
 def classify(url: str) -> httpx.Response:
     files = [("file", ("good.jpg", GOOD))]
@@ -244,11 +261,13 @@ def under_attack(srv: ServerProcess, attack: Attack) -> Counter[str]:
     print(
         f"\n{attack.outcomes} | idle {idle / MiB:.0f} MiB, peak +{(peak - idle) / MiB:.1f} MiB "
         f"(bound +{BOUND / MiB:.1f}) | valid {dict(valid)} | /health/live slowest "
-        f"{max(watch.probe_s, default=0) * 1000:.0f} ms of {len(watch.probe_s)}"
+        f"{max(watch.probe_s, default=0) * 1000:.0f} ms of {len(watch.probe_s)}, on new "
+        f"connections {dict(Counter(watch.fresh))} slowest {max(watch.fresh_s) * 1000:.0f} ms"
     )
     assert peak - idle <= BOUND, f"peak +{(peak - idle) / MiB:.1f} MiB over +{BOUND / MiB:.1f}"
     assert not watch.probe_failures and max(watch.probe_s) < 1.0, watch.probe_failures
     assert len(watch.probe_s) >= attack_s / 0.25 / 2, len(watch.probe_s)  # it kept probing
+    assert set(watch.fresh) <= {200, 503}, watch.fresh
     assert set(valid) <= {200, 503}, valid
     assert valid[200] >= len(watch.valid) / 2, valid
     assert [classify(srv.url).status_code for _ in range(5)] == [200] * 5  # once it ended
