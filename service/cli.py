@@ -29,7 +29,16 @@ SUBCOMMAND_MODULES = ("service.export.cli", "service.importer", "service.quantiz
 #: ``serve --help`` sections, in order. A setting added without a place here is listed
 #: under "other" (never an error), and a test asks for it to be placed.
 SETTING_SECTIONS: dict[str, tuple[str, ...]] = {
-    "network": ("host", "port", "grpc_host", "grpc_port", "max_connections", "max_header_bytes"),
+    "network": (
+        "host",
+        "port",
+        "grpc_host",
+        "grpc_port",
+        "max_connections",
+        "max_header_bytes",
+        "head_timeout_s",
+        "keep_alive_timeout_s",
+    ),
     "V2 gRPC limits": ("grpc_max_message_bytes", "grpc_max_concurrent_rpcs"),
     "models": (
         "repository",
@@ -166,10 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
+    ports = {name: Settings.model_fields[name].default for name in ("port", "grpc_port")}
     serve = sub.add_parser(
         "serve",
         help="serve every model in the repository",
-        description="Serve every model of the repository on POST /classify.",
+        description="Serve every model of the repository on two ports: HTTP on --port "
+        f"(default {ports['port']}: POST /classify, V2 REST under /v2, /health/*, /metrics) "
+        f"and V2 gRPC on --grpc-port (default {ports['grpc_port']}; 0 turns it off). A port "
+        "in use stops the server with one line naming it, exit status 5.",
     )
     _add_settings_flags(serve)
     serve.set_defaults(func=_serve)

@@ -21,6 +21,12 @@ model failed to load or runs on another provider than the GPU one it asked for (
 Runtime falls back to the CPU silently when CUDA cannot start), one line per model says
 why and the server shuts down with :data:`EXIT_STARTUP_FAILED`, so a supervisor restarts
 it or reports the failure instead of a pod serving on the wrong device.
+
+Ports are opened before anything else: the HTTP socket is bound here and handed to
+uvicorn, and the V2 gRPC port is probed the way gRPC will bind it (no ``SO_REUSEPORT``).
+A port that is taken is one line on stderr naming it and the flag / variable that moves
+it, and exit status :data:`EXIT_PORT_IN_USE`, before models load (left to uvicorn and the
+lifespan, it was a 40-line traceback and the strict mode's status).
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ import ctypes
 import logging
 import math
 import signal
+import socket
+import sys
 from types import FrameType
 
 import uvicorn
@@ -40,8 +48,9 @@ from uvicorn.config import LOGGING_CONFIG
 from service.api.errors import service_error_response
 from service.app import create_app
 from service.errors import ModelUnavailable
-from service.http_limits import bounded_head_protocol
+from service.http_limits import bounded_http_protocol
 from service.logs import configure_logging
+from service.ports import LISTEN_BACKLOG, PortUnavailable, check_grpc_port, listen_http
 from service.settings import Settings
 from service.tracing import configure_tracing, shutdown_tracing
 
@@ -51,6 +60,8 @@ logger = logging.getLogger(__name__)
 EXIT_STARTUP_FAILED = 3
 #: Exit status when a second signal cut the drain short.
 EXIT_DRAIN_CUT = 4
+#: Exit status when a port the server needs is in use (or cannot be opened at all).
+EXIT_PORT_IN_USE = 5
 #: After a cut, how long connections may take to close before uvicorn stops waiting.
 CUT_GRACE_S = 2.0
 
@@ -198,6 +209,19 @@ def return_large_frees_to_the_os() -> None:
 
 def run_server(settings: Settings) -> int:
     """Serve until a signal (or a failed strict check); returns the exit status."""
+    try:
+        check_grpc_port(settings)
+        http_socket = listen_http(settings)
+    except PortUnavailable as exc:
+        print(f"resnet-serve: {exc}", file=sys.stderr)
+        return EXIT_PORT_IN_USE
+    try:
+        return _serve(settings, http_socket)
+    finally:
+        http_socket.close()
+
+
+def _serve(settings: Settings, http_socket: socket.socket) -> int:
     return_large_frees_to_the_os()
     configure_logging(settings.log_level, settings.log_format)
     if settings.tracing:
@@ -216,13 +240,21 @@ def run_server(settings: Settings) -> int:
         # Request logs carry method, path and status only, never bodies.
         access_log=settings.log_level == "debug",
         server_header=False,
-        # Request heads bounded in the protocol; connections bounded (503 past it).
-        http=bounded_head_protocol(settings.max_header_bytes),
-        limit_concurrency=settings.max_connections,
+        # Heads (size and time) and connections bounded in the protocol, JSON answers;
+        # uvicorn's limit_concurrency stays off (see service/http_limits.py for why).
+        http=bounded_http_protocol(
+            max_header_bytes=settings.max_header_bytes,
+            head_timeout_s=settings.head_timeout_s,
+            max_connections=settings.max_connections,
+        ),
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+        backlog=LISTEN_BACKLOG,
     )
     server = DrainingServer(config, app, responder)
+    host, port = http_socket.getsockname()[:2]
+    logger.info("HTTP listening on %s:%d", host, port)
     try:
-        server.run()
+        server.run(sockets=[http_socket])
     finally:
         shutdown_tracing()
     return server.exit_code

@@ -23,10 +23,18 @@ class Settings(BaseSettings):
 
     # --- network -------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address to bind; use 0.0.0.0 only in a container.")
-    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    port: int = Field(
+        8000,
+        ge=0,
+        le=65535,
+        description="HTTP port: /classify, V2 REST, health probes and metrics.",
+    )
     # --- V2 gRPC (Open Inference Protocol) -------------------------------------------
     grpc_port: int = Field(
-        8001, ge=0, le=65535, description="Port of the V2 gRPC service (0 turns it off)."
+        8001,
+        ge=0,
+        le=65535,
+        description="V2 gRPC port (Open Inference Protocol; 0 turns it off).",
     )
     grpc_host: str | None = Field(
         None, description="Address the V2 gRPC service binds (default: the HTTP host)."
@@ -143,7 +151,9 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         1024,
         ge=1,
-        description="Open connections (and requests in progress) at once; past it, 503. "
+        description="Open connections (and requests in progress) at once, counted when "
+        "accepted (silent ones and partial heads too); past it, the connection waiting longest "
+        "for a head gives way (after half head_timeout_s), else 503 + Retry-After at once. "
         "With max_header_bytes, bounds the memory request heads can hold.",
     )
     max_body_bytes_in_flight: int = Field(
@@ -196,6 +206,23 @@ class Settings(BaseSettings):
         ge=1,
         description="Threads of the heavy decode lane; fewer than decode_threads, so the "
         "cheap lane keeps its own.",
+    )
+
+    # --- connections ---------------------------------------------------------------
+    head_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="A request line and headers must arrive within this long of the "
+        "connection opening (or of the next request's first byte on a keep-alive "
+        "connection); past it, 408 and the connection is closed.",
+    )
+    keep_alive_timeout_s: int = Field(
+        5,
+        ge=1,
+        le=3600,
+        description="An idle keep-alive connection is closed after this long without a "
+        "new request (uvicorn's timeout_keep_alive).",
     )
 
     # --- security ------------------------------------------------------------------
@@ -273,6 +300,10 @@ class Settings(BaseSettings):
                 f"max_decode_work ({self.max_decode_work}) must be >= max_image_pixels "
                 f"({self.max_image_pixels}): an image at the pixel cap, decoded in one pass, "
                 "could never be accepted"
+            )
+        if self.port == self.grpc_port != 0:
+            problems.append(
+                f"port and grpc_port are both {self.port}: HTTP and V2 gRPC need a port each"
             )
         if problems:
             raise ValueError("; ".join(problems))

@@ -74,3 +74,27 @@ def test_broken_repository_stops_serve_with_a_message_naming_the_file(
     err = capsys.readouterr().err
     assert "broken/config.json" in err and "preprocessing" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("head_timeout_s", 0), ("head_timeout_s", -1), ("keep_alive_timeout_s", 0)],
+)
+def test_connection_timeouts_must_be_positive(name: str, value: float) -> None:
+    # 0 would close every connection at once (or, to uvicorn, never time it out).
+    with pytest.raises(ValueError, match=name):
+        Settings(**{name: value})
+
+
+def test_connection_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (Settings().head_timeout_s, Settings().keep_alive_timeout_s) == (5.0, 5)
+    monkeypatch.setenv("RESNET_SERVE_HEAD_TIMEOUT_S", "2.5")
+    monkeypatch.setenv("RESNET_SERVE_KEEP_ALIVE_TIMEOUT_S", "9")
+    settings = load_settings()
+    assert (settings.head_timeout_s, settings.keep_alive_timeout_s) == (2.5, 9)
+
+
+def test_http_and_grpc_on_one_port_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="port and grpc_port are both 9000"):
+        Settings(port=9000, grpc_port=9000)
+    assert Settings(port=0, grpc_port=0).grpc_port == 0  # both picked by the OS / off

@@ -227,9 +227,7 @@ class InferenceServicer:
         request_id = request_id_from(metadata_.get(REQUEST_ID_METADATA))
         await context.send_initial_metadata(((REQUEST_ID_METADATA, request_id),))
         call = GrpcInferCall(raw, context, self._pipeline, request_id)
-        return await self._answer(
-            context, lambda: self._pipeline.serve(call), "ModelInferResponse"
-        )
+        return await self._answer(context, lambda: self._pipeline.serve(call), "ModelInferResponse")
 
 
 def _interceptors() -> list[Any]:
