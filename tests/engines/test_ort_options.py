@@ -18,7 +18,7 @@ from service.engines.ort_options import (
     provider_options,
     tensorrt_options,
 )
-from service.pool import _warmup_sizes
+from service.served import warmup_sizes as _warmup_sizes
 
 
 def test_fixed_sizes_are_powers_of_two_then_the_limit() -> None:

@@ -1,0 +1,144 @@
+"""The public shapes of model lifecycle, and the model-memory budget.
+
+What the repository doors (V2 REST and gRPC repository extension) get from the pool:
+:meth:`ModelPool.index` returns :class:`VersionState` rows, :meth:`ModelPool.load_model`
+and :meth:`ModelPool.unload_model` return a :class:`LifecycleResult` or raise a typed
+error from :mod:`service.errors` (``ModelControlNotAllowed`` 409, ``UnknownModel`` 404,
+``BadRequest`` 400, ``ModelLoadFailed`` 400, ``ModelMemoryExceeded`` 409).
+
+States a version goes through::
+
+    loading --> ready --> unloading --> stopped
+        \\--> failed (engine error, gate refused, memory budget): reason says which
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from service.errors import ModelMemoryExceeded
+from service.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+VersionStatus = Literal["loading", "ready", "failed", "unloading", "stopped"]
+#: The V2 repository extension's (Triton's) names for our states.
+TRITON_STATES: dict[str, str] = {
+    "loading": "LOADING",
+    "ready": "READY",
+    "failed": "UNAVAILABLE",
+    "unloading": "UNLOADING",
+    "stopped": "UNAVAILABLE",
+}
+
+
+@dataclass(frozen=True)
+class VersionState:
+    """One row of the repository index.
+
+    ``version`` is "" for a model whose folder could not be read at all (no version
+    known). ``reason`` is empty when the state needs no explanation; a serving version
+    whose reload was refused is "ready" with the refusal as its reason.
+    """
+
+    name: str
+    version: str
+    state: VersionStatus
+    reason: str = ""
+
+    @property
+    def triton_state(self) -> str:
+        """READY, LOADING, UNLOADING or UNAVAILABLE: what tritonclient expects."""
+        return TRITON_STATES[self.state]
+
+    def as_index_entry(self) -> dict[str, str]:
+        """The V2 repository index entry (REST JSON; gRPC ModelIndex has the same fields)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "state": self.triton_state,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class LifecycleResult:
+    """What a successful load or unload did; every version of the model afterwards."""
+
+    name: str
+    action: Literal["loaded", "unloaded"]
+    #: The model's versions after the call (see :class:`VersionState`).
+    versions: tuple[VersionState, ...]
+    #: Versions a load started anew (the others were already serving, unchanged).
+    loaded: tuple[int, ...] = ()
+    #: Versions drained and closed by the call (replaced, removed or unloaded).
+    retired: tuple[int, ...] = ()
+    #: The version a request naming none gets now (None after an unload).
+    default_version: int | None = None
+
+
+@dataclass
+class ModelMemory:
+    """The model-memory budget: estimated bytes per loaded version, refused past it.
+
+    An estimate, not a measurement: ``factor x artifact bytes`` (weights held by the
+    engine plus its working copies and arenas; README, memory). Checked before a load
+    starts, so a version that would not fit is refused with the figures instead of the
+    process being OOM-killed half-way through a session build.
+    """
+
+    budget_bytes: int
+    factor: float
+    metrics: Metrics
+    held: dict[tuple[str, int, int], int] = field(default_factory=dict)
+
+    def estimate(self, artifact_bytes: int) -> int:
+        return int(artifact_bytes * self.factor)
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(self.held.values())
+
+    def take(self, name: str, version: int, token: int, size_bytes: int) -> None:
+        """Hold ``size_bytes`` for one loaded instance (``token``: its id) or refuse."""
+        if self.budget_bytes and self.used_bytes + size_bytes > self.budget_bytes:
+            holders = ", ".join(f"{n}:{v} {_size(b)}" for (n, v, _), b in sorted(self.held.items()))
+            raise ModelMemoryExceeded(
+                f"loading {name} v{version} needs ~{_size(size_bytes)} "
+                f"(model_memory_factor {self.factor} x its artifact); "
+                f"{_size(self.used_bytes)} of the {_size(self.budget_bytes)} "
+                f"model_memory_budget_bytes are held ({holders or 'nothing'}). Unload a "
+                "model or raise the budget; a swap holds the old and the new version at once",
+                model=name,
+                version=version,
+                needed_bytes=size_bytes,
+                used_bytes=self.used_bytes,
+                budget_bytes=self.budget_bytes,
+            )
+        self.held[(name, version, token)] = size_bytes
+        self.metrics.model_memory_bytes.set(self.used_bytes)
+
+    def give(self, name: str, version: int, token: int) -> None:
+        """Release what :meth:`take` held (idempotent)."""
+        self.held.pop((name, version, token), None)
+        self.metrics.model_memory_bytes.set(self.used_bytes)
+
+
+def _size(size_bytes: int) -> str:
+    return f"{size_bytes / 1e6:.0f} MB" if size_bytes >= 10**6 else f"{size_bytes} B"
+
+
+def return_freed_memory() -> None:
+    """Hand freed heap pages back to the OS after an engine closed (glibc only).
+
+    A closed session frees its weights; glibc keeps small freed blocks in its arenas,
+    so without a trim RSS would stay at the old version's level after a swap.
+    """
+    try:
+        libc: Any = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: its allocator returns memory its own way
+        return
+    libc.malloc_trim(0)
