@@ -345,3 +345,28 @@ def test_a_new_model_loads_and_the_index_lists_every_version(tmp_path: Path) -> 
         await pool.stop(1)
 
     run(scenario)
+
+
+def test_a_request_admitted_before_a_swap_may_still_grow_to_all_its_images(
+    tmp_path: Path,
+) -> None:
+    make_repository(tmp_path, serve_latest=1)
+    pool, _ = lifecycle_pool(tmp_path, Factory())
+
+    async def scenario() -> None:
+        await pool.load()
+        served = pool.get("fake")
+        reservation = served.require_batcher().reserve(1)  # admitted, body not read yet
+        add_version(tmp_path, 2)
+        loading = asyncio.create_task(pool.load_model("fake"))
+        await until(lambda: pool.get("fake").number == 2)
+        reservation.resize(3)  # its body held three images
+        tensors = [served.preprocessor(GRAY)] * 3
+        results = await reservation.submit(tensors, time.monotonic() + 5)
+        assert [int(r.logits[0]) for r in results] == [1, 1, 1]
+        await loading  # the drain waited for it
+        with pytest.raises(ModelUnavailable):
+            served.require_batcher()
+        await pool.stop(1)
+
+    run(scenario)
