@@ -81,6 +81,10 @@ class ModelPool:
             )
         self.default_name = settings.default_model or (min(self._models) if self._models else None)
         self.loaded = False
+        #: Latched when the initial load ends: did the default model come up? Start-up
+        #: and liveness should read this, not the current state: an operator unloading
+        #: the default model later must not make the pod look dead (and be restarted).
+        self.startup_ok: bool | None = None
         self.memory = ModelMemory(
             settings.model_memory_budget_bytes, settings.model_memory_factor, metrics
         )
@@ -164,6 +168,9 @@ class ModelPool:
                     self._loader.publish(model)
                 self._defaults[name] = self._default_for(self._entries[name], self._models[name])
         self.loaded = True
+        self.startup_ok = (
+            self.default_name is not None and self.default_of(self.default_name).serving
+        )
         ready = [f"{m.name}:{m.number}" for m in self.all() if m.status == "ready"]
         logger.info("models ready: %s", ", ".join(ready) or "none")
         if self.settings.model_control_mode == "poll":
