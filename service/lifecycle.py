@@ -15,16 +15,20 @@ States a version goes through::
 from __future__ import annotations
 
 import ctypes
+import hmac
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from service.errors import ModelMemoryExceeded
+from service.errors import ModelControlNotAllowed, ModelMemoryExceeded, Unauthorized
 from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
 VersionStatus = Literal["loading", "ready", "failed", "unloading", "stopped"]
+#: Where the admin key travels: HTTP header, gRPC metadata (lower case, as gRPC sends it).
+ADMIN_KEY_HEADER = "X-Admin-Key"
+ADMIN_KEY_METADATA = "x-admin-key"
 #: The V2 repository extension's (Triton's) names for our states.
 TRITON_STATES: dict[str, str] = {
     "loading": "LOADING",
@@ -125,6 +129,26 @@ class ModelMemory:
         """Release what :meth:`take` held (idempotent)."""
         self.held.pop((name, version, token), None)
         self.metrics.model_memory_bytes.set(self.used_bytes)
+
+
+def check_admin_key(expected: str | None, presented: str | bytes | None) -> None:
+    """The repository API's gate, for every door: the admin key, never the inference key.
+
+    ``expected`` is ``settings.admin_api_key``: None only with model_control_mode
+    ``none`` (settings refuse the other modes without one), where the API is off (409).
+    Compared in constant time as bytes, as :func:`service.security.check_api_key` does.
+    """
+    if expected is None:
+        raise ModelControlNotAllowed(
+            "the repository API is off: model_control_mode is 'none' (set it to "
+            "'explicit' or 'poll', with an admin key, to use it)",
+            mode="none",
+        )
+    if presented is None:
+        raise Unauthorized(f"missing admin key: send it in the {ADMIN_KEY_HEADER} header")
+    given = presented if isinstance(presented, bytes) else presented.encode("latin-1", "replace")
+    if not hmac.compare_digest(given, expected.encode("utf-8")):
+        raise Unauthorized(f"wrong admin key in the {ADMIN_KEY_HEADER} header")
 
 
 def _size(size_bytes: int) -> str:

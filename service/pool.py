@@ -164,6 +164,8 @@ class ModelPool:
         for name in list(self._models):
             async with self._lock(name):
                 for model in self._models[name].values():
+                    if model.status != "loading":
+                        continue  # a load_model call got there first: already swapped in
                     await self._loader.start(model)
                     self._loader.publish(model)
                 self._defaults[name] = self._default_for(self._entries[name], self._models[name])

@@ -282,6 +282,10 @@ def test_poll_mode_picks_up_a_new_version_a_changed_config_and_a_removed_model(
             path.unlink() if path.is_file() else path.rmdir()
         (tmp_path / "other").rmdir()
         await until(lambda: pool.get("other").status == "stopped", timeout_s=5)
+        write_config(tmp_path, "third")
+        add_version(tmp_path, 5, "third")
+        await until(lambda: ("third", "ready") in {(s.name, s.state) for s in pool.index()}, 5)
+        assert await infer(pool, "third") == (5, 5)
         with pytest.raises(ModelControlNotAllowed, match="poll"):
             await pool.load_model("fake")
         await pool.stop(1)
@@ -370,3 +374,50 @@ def test_a_request_admitted_before_a_swap_may_still_grow_to_all_its_images(
         await pool.stop(1)
 
     run(scenario)
+
+
+def test_unloading_the_default_model_does_not_undo_a_successful_start(tmp_path: Path) -> None:
+    make_repository(tmp_path)
+    pool, _ = lifecycle_pool(tmp_path, Factory())
+
+    async def scenario() -> None:
+        await pool.load()
+        assert pool.startup_ok is True
+        await pool.unload_model("fake")
+        assert pool.startup_ok is True and not pool.default_of("fake").serving
+
+    run(scenario)
+
+
+def test_a_load_call_during_the_initial_load_is_not_loaded_twice(tmp_path: Path) -> None:
+    make_repository(tmp_path)
+    write_config(tmp_path, "second")
+    add_version(tmp_path, 1, "second")
+    factory = Factory()
+    pool, _ = lifecycle_pool(tmp_path, factory)
+
+    async def scenario() -> None:
+        factory.hold.clear()  # the initial load stalls on the first model's engine
+        initial = asyncio.create_task(pool.load())
+        explicit = asyncio.create_task(pool.load_model("second"))
+        await asyncio.sleep(0.05)
+        factory.hold.set()
+        await asyncio.gather(initial, explicit)
+        assert len(factory.engines) == 2  # one per model, none built and leaked
+        assert all(m.status == "ready" for m in pool.all())
+        await pool.stop(1)
+
+    run(scenario)
+
+
+def test_the_admin_key_is_required_and_distinct(tmp_path: Path) -> None:
+    from service.errors import Unauthorized
+    from service.lifecycle import check_admin_key
+
+    check_admin_key("admin", "admin")
+    check_admin_key("admin", b"admin")
+    for presented in (None, "wrong", "\xff", b"\xff"):
+        with pytest.raises(Unauthorized, match="X-Admin-Key"):
+            check_admin_key("admin", presented)
+    with pytest.raises(ModelControlNotAllowed, match="repository API is off"):
+        check_admin_key(None, "anything")
