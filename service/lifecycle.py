@@ -17,11 +17,13 @@ from __future__ import annotations
 import ctypes
 import hmac
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from service.errors import ModelControlNotAllowed, ModelMemoryExceeded, Unauthorized
+from service.errors import BadRequest, ModelControlNotAllowed, ModelMemoryExceeded, Unauthorized
 from service.metrics import Metrics
+from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +131,36 @@ class ModelMemory:
         """Release what :meth:`take` held (idempotent)."""
         self.held.pop((name, version, token), None)
         self.metrics.model_memory_bytes.set(self.used_bytes)
+
+
+#: What a repository folder name may be (ModelConfig.name's rule): no path tricks.
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_control(settings: Settings, action: str) -> None:
+    """Explicit load/unload calls are for ``explicit`` mode only (Triton refuses them too)."""
+    mode = settings.model_control_mode
+    if mode == "explicit":
+        return
+    why = (
+        "the repository is read once at start-up"
+        if mode == "none"
+        else f"versions follow the repository folder, re-read every "
+        f"{settings.repository_poll_secs:g}s: add, change or remove folders there"
+    )
+    raise ModelControlNotAllowed(
+        f"cannot {action} models: model_control_mode is {mode!r} ({why}); "
+        "explicit load and unload need model_control_mode 'explicit'",
+        mode=mode,
+    )
+
+
+def check_model_name(name: str) -> None:
+    if not _MODEL_NAME.fullmatch(name):
+        raise BadRequest(
+            f"invalid model name {name!r}: 1-64 characters A-Z a-z 0-9 _ . -, "
+            "starting with a letter or digit",
+        )
 
 
 def check_admin_key(expected: str | None, presented: str | bytes | None) -> None:

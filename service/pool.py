@@ -19,18 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 
 from service.engines import create_engine, max_batch_size_of
-from service.errors import (
-    BadRequest,
-    ModelConfigError,
-    ModelControlNotAllowed,
-    ModelLoadFailed,
-    ModelMemoryExceeded,
-    UnknownModel,
+from service.errors import ModelConfigError, ModelLoadFailed, ModelMemoryExceeded, UnknownModel
+from service.lifecycle import (
+    LifecycleResult,
+    ModelMemory,
+    VersionState,
+    check_control,
+    check_model_name,
+    return_freed_memory,
 )
-from service.lifecycle import LifecycleResult, ModelMemory, VersionState, return_freed_memory
 from service.loader import VersionLoader
 from service.metrics import Metrics
 from service.poller import RepositoryPoller
@@ -47,7 +46,6 @@ from service.settings import Settings
 logger = logging.getLogger(__name__)
 
 __all__ = ["EngineFactory", "ModelPool", "ServedModel", "Status", "create_preprocessor"]
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class ModelPool:
@@ -211,19 +209,19 @@ class ModelPool:
         :class:`ModelLoadFailed` (a version did not come up; the others did, and what
         served before serves on).
         """
-        self._check_control("load")
+        check_control(self.settings, "load")
         return await self.reload(name)
 
     async def unload_model(self, name: str) -> LifecycleResult:
         """Stop serving every version of ``name``: new requests get 503 at once, admitted
         ones are answered (bounded by ``drain_timeout_s``), engines closed, memory
         returned. Idempotent. Explicit mode only."""
-        self._check_control("unload")
+        check_control(self.settings, "unload")
         return await self.retire_model(name, "unloaded by the repository API")
 
     async def reload(self, name: str) -> LifecycleResult:
         """:meth:`load_model` without the mode check (the poller's entry)."""
-        self._check_name(name)
+        check_model_name(name)
         async with self._lock(name):
             folder = self.settings.repository / name
             if not await asyncio.to_thread(folder.is_dir):
@@ -243,7 +241,7 @@ class ModelPool:
 
     async def retire_model(self, name: str, reason: str) -> LifecycleResult:
         """:meth:`unload_model` without the mode check (the poller's entry)."""
-        self._check_name(name)
+        check_model_name(name)
         async with self._lock(name):
             table = self._models.get(name)
             if table is None:
@@ -315,12 +313,13 @@ class ModelPool:
             self._loader.publish(model)
         for old in retire:
             old.status, old.error = "unloading", "replaced or removed; finishing admitted requests"
-            self._loader.publish_state(old)
+            if old.number not in table:  # else the series belong to its successor now
+                self._loader.publish(old)
         await asyncio.gather(*(self._retire(m, "replaced") for m in retire))
         for old in retire:
+            old.status = "stopped"
             if old.number not in table:
-                self.metrics.model_ready.labels(*old.key).set(0)
-                self.metrics.model_state.labels(*old.key).state("stopped")
+                self._loader.publish(old)
         logger.info(
             "model %s loaded: versions %s new, %s retired, default %d",
             name,
@@ -374,27 +373,3 @@ class ModelPool:
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
-
-    def _check_control(self, action: str) -> None:
-        mode = self.settings.model_control_mode
-        if mode == "explicit":
-            return
-        why = (
-            "the repository is read once at start-up"
-            if mode == "none"
-            else f"versions follow the repository folder, re-read every "
-            f"{self.settings.repository_poll_secs:g}s: add, change or remove folders there"
-        )
-        raise ModelControlNotAllowed(
-            f"cannot {action} models: model_control_mode is {mode!r} ({why}); "
-            "explicit load and unload need model_control_mode 'explicit'",
-            mode=mode,
-        )
-
-    @staticmethod
-    def _check_name(name: str) -> None:
-        if not _MODEL_NAME.fullmatch(name):
-            raise BadRequest(
-                f"invalid model name {name!r}: 1-64 characters A-Z a-z 0-9 _ . -, "
-                "starting with a letter or digit",
-            )

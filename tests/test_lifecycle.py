@@ -79,6 +79,10 @@ def test_swap_under_load_answers_every_request_on_the_version_it_was_admitted_to
         assert old.closed
         assert [(s.version, s.state) for s in pool.index()] == [("2", "ready")]
         assert sample(pool, "fake", "replaced", "model_unloads") == 1
+        state = pool.metrics.registry.get_sample_value
+        for version, expected in (("1", "stopped"), ("2", "ready")):
+            labels = {"model": "fake", "version": version, "resnet_serve_model_state": expected}
+            assert state("resnet_serve_model_state", labels) == 1
         assert list(k[:2] for k in pool.memory.held) == [("fake", 2)]
         await pool.stop(1)
 
@@ -176,6 +180,8 @@ def test_a_failed_load_leaves_what_was_serving_untouched_and_says_why(tmp_path: 
         with pytest.raises(ModelLoadFailed):
             await pool.load_model("fake")
         assert await infer(pool) == (1, 1)
+        ready_1 = {"model": "fake", "version": "1", "resnet_serve_model_state": "ready"}
+        assert pool.metrics.registry.get_sample_value("resnet_serve_model_state", ready_1) == 1
         (state_1,) = [s for s in pool.index() if s.version == "1"]
         assert state_1.state == "ready" and "reload refused" in state_1.reason
         await pool.stop(1)
