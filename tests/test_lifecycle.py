@@ -427,3 +427,39 @@ def test_the_admin_key_is_required_and_distinct(tmp_path: Path) -> None:
             check_admin_key("admin", presented)
     with pytest.raises(ModelControlNotAllowed, match="repository API is off"):
         check_admin_key(None, "anything")
+
+
+def test_a_swap_under_http_traffic_loses_and_misroutes_nothing(tmp_path: Path) -> None:
+    """The same swap through the real app and request pipeline (/classify over ASGI)."""
+    import math
+
+    from service.app import create_app
+    from tests.fakes import classify, running
+
+    make_repository(tmp_path, serve_latest=1)
+    pool, settings = lifecycle_pool(tmp_path, Factory(delay_s=0.002), decode_threads=2)
+    app = create_app(settings, pool=pool)
+
+    def score_of(version: int) -> float:  # softmax of the engine's [version, 0]
+        return 1 / (1 + math.exp(-version))
+
+    async def scenario() -> None:
+        async with running(app) as client:
+            answers: list[tuple[int, int, float]] = []
+
+            async def client_loop() -> None:
+                for _ in range(30):  # 4 clients x 30 requests: bounded
+                    response = await classify(client, GRAY)
+                    top = response.json()["results"][0]["predictions"][0]
+                    answers.append((response.status_code, response.json()["version"], top["score"]))
+
+            clients = [asyncio.create_task(client_loop()) for _ in range(4)]
+            await until(lambda: len(answers) >= 20)
+            add_version(tmp_path, 2)
+            await pool.load_model("fake")
+            await asyncio.gather(*clients)
+        assert [code for code, _, _ in answers] == [200] * 120
+        assert all(score == pytest.approx(score_of(v), abs=1e-4) for _, v, score in answers)
+        assert {v for _, v, _ in answers} == {1, 2}
+
+    run(scenario)
