@@ -34,6 +34,7 @@ from service.loader import VersionLoader
 from service.metrics import Metrics
 from service.poller import RepositoryPoller
 from service.preprocess import Limits
+from service.recheck import GateRechecker
 from service.repository import ModelEntry, ModelVersion, load_model
 from service.served import (
     EngineFactory,
@@ -98,6 +99,7 @@ class ModelPool:
         #: Models whose folder could not be read at all: name -> why.
         self._unreadable: dict[str, str] = {}
         self._poller: RepositoryPoller | None = None
+        self._rechecker: GateRechecker | None = None
 
     def _new(self, entry: ModelEntry, version: ModelVersion) -> ServedModel:
         preprocessor = create_preprocessor(entry.config, self._limits)
@@ -130,8 +132,11 @@ class ModelPool:
                 available_versions=sorted(self._models[name]),
             ) from None
 
-    def index(self) -> list[VersionState]:
-        """Every version the server knows, with its state and reason (V2 repository index)."""
+    def index(self, *, ready: bool = False) -> list[VersionState]:
+        """Every version the server knows, with its state and reason (V2 repository index);
+        ``ready``: only those serving (the index request's ``ready`` flag)."""
+        if ready:
+            return [s for s in self.index() if s.state == "ready"]
         rows: list[VersionState] = []
         for name in sorted({*self._models, *self._unreadable, *(n for n, _ in self._loading)}):
             table = self._models.get(name, {})
@@ -140,6 +145,7 @@ class ModelPool:
             for number, model in sorted(table.items()):
                 refusal = self._refusals.get((name, number))
                 reason = f"serving the previous load; reload refused: {refusal}" if refusal else ""
+                reason = reason or model.gate_reason
                 rows.append(
                     VersionState(name, str(number), model.status, reason or model.error or "")
                 )
@@ -175,10 +181,16 @@ class ModelPool:
         logger.info("models ready: %s", ", ".join(ready) or "none")
         if self.settings.model_control_mode == "poll":
             self.start_polling()
+        if self.settings.gate_recheck_secs and self._rechecker is None:
+            self._rechecker = GateRechecker(self, self.settings.gate_recheck_secs)
+            self._rechecker.start()
 
     async def stop(self, drain_timeout_s: float) -> None:
         """Stop polling, drain every batcher (in parallel, one shared timeout), close engines."""
         await self.stop_polling()
+        if self._rechecker is not None:
+            await self._rechecker.stop()
+            self._rechecker = None
         live = [m for m in (*self.all(), *self._draining) if m.batcher or m.engine]
         await asyncio.gather(*(self._loader.close(m, drain_timeout_s) for m in live))
         for model in self.all():

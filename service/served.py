@@ -56,6 +56,8 @@ class ServedModel:
     stuck_after_s: float = 10.0
     #: The correctness gate's verdict at this load ("" until it ran).
     gate: GateOutcome = ""
+    #: Why a periodic re-check of the gate refused this version (it still serves).
+    gate_reason: str = ""
     #: Estimated memory held in the model-memory budget while loaded.
     memory_bytes: int = 0
     #: Why the last load failed, as raised (the pool tells memory refusals apart).

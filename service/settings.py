@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     admin_api_key_file: Path | None = Field(
         None, description="Read the admin key from this file (stripped), e.g. a mounted secret."
     )
+    gate_recheck_secs: float = Field(
+        0.0,
+        ge=0,
+        description="Re-run each serving version's correctness gate this often, through "
+        "its batcher (0: only at load). A refusal is exposed (metric, index, log), not "
+        "acted on.",
+    )
     model_memory_budget_bytes: int = Field(
         0,
         ge=0,

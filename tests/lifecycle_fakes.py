@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from service.gate import record
 from service.metrics import Metrics
 from service.pool import ModelPool
 from service.repository import (
@@ -95,15 +96,31 @@ def write_config(root: Path, name: str = "fake", *, mean: float = 0.5, **fields:
     write_json(root / name / "config.json", config)
 
 
-def add_version(root: Path, number: int, name: str = "fake", *, size_bytes: int = 1000) -> Path:
-    """A version folder as an export leaves it (staged, then renamed into place)."""
+def add_version(
+    root: Path, number: int, name: str = "fake", *, size_bytes: int = 1000, golden: bool = False
+) -> Path:
+    """A version folder as an export leaves it (staged, then renamed into place); with
+    ``golden``, the golden set its :class:`VersionEngine` answers, as an export records."""
     staging = root / name / f".staging-{number}"
     staging.mkdir(parents=True)
     (staging / "model.onnx").write_bytes(bytes(number % 256 for _ in range(size_bytes)))
+    config = ModelConfig.model_validate_json((root / name / "config.json").read_text())
+    golden_set = (
+        record(
+            staging,
+            config.preprocessing,
+            {"onnx": VersionEngine(number).run},
+            precision="fp32",
+            recorded_by="fake",
+        )
+        if golden
+        else None
+    )
     info = VersionInfo(
         version=number,
         weights=WeightsInfo(origin="checkpoint", checkpoint=f"v{number}.th"),
         artifacts={"onnx": artifact_info(staging / "model.onnx")},
+        golden=golden_set,
     )
     write_json(staging / "version.json", info)
     target = root / name / str(number)

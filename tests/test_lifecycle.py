@@ -8,6 +8,7 @@ fake engines answer ``[version, 0]``, so every answer says which version compute
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -184,6 +185,7 @@ def test_a_failed_load_leaves_what_was_serving_untouched_and_says_why(tmp_path: 
         assert pool.metrics.registry.get_sample_value("resnet_serve_model_state", ready_1) == 1
         (state_1,) = [s for s in pool.index() if s.version == "1"]
         assert state_1.state == "ready" and "reload refused" in state_1.reason
+        assert [s.version for s in pool.index(ready=True)] == ["1"]
         await pool.stop(1)
 
     run(scenario)
@@ -461,5 +463,57 @@ def test_a_swap_under_http_traffic_loses_and_misroutes_nothing(tmp_path: Path) -
         assert [code for code, _, _ in answers] == [200] * 120
         assert all(score == pytest.approx(score_of(v), abs=1e-4) for _, v, score in answers)
         assert {v for _, v, _ in answers} == {1, 2}
+
+    run(scenario)
+
+
+def test_the_gate_recheck_exposes_a_serving_version_that_stopped_answering_as_recorded(
+    tmp_path: Path,
+) -> None:
+    write_config(tmp_path)
+    add_version(tmp_path, 1, golden=True)
+    factory = Factory()
+    pool, _ = lifecycle_pool(tmp_path, factory, gate_recheck_secs=1000)
+
+    async def scenario() -> None:
+        await pool.load()
+        (model,) = pool.all()
+        assert (model.status, model.gate) == ("ready", "passed")  # the load-time gate
+        rechecker = pool._rechecker
+        assert rechecker is not None
+        assert await rechecker.recheck_once() == {"fake:1": True}
+        (engine,) = factory.engines
+        engine.version = 7  # the engine now answers otherwise (a faulty device)
+        assert await rechecker.recheck_once() == {"fake:1": False}
+        (state,) = pool.index()
+        assert state.state == "ready" and "gate re-check refused" in state.reason
+        refused = {"model": "fake", "version": "1", "resnet_serve_gate_outcome": "refused"}
+        assert pool.metrics.registry.get_sample_value("resnet_serve_gate_outcome", refused) == 1
+        await pool.stop(1)
+        assert pool._rechecker is None
+
+    run(scenario)
+
+
+def test_a_version_whose_engine_disagrees_with_its_golden_set_never_serves(
+    tmp_path: Path,
+) -> None:
+    write_config(tmp_path)
+    add_version(tmp_path, 1, golden=True)
+    pool, _ = lifecycle_pool(tmp_path, Factory())
+
+    async def scenario() -> None:
+        await pool.load()
+        add_version(tmp_path, 2, golden=True)
+        version_json = tmp_path / "fake" / "2" / "version.json"
+        info = json.loads(version_json.read_text())
+        # Another version's answers recorded as v2's: v2's engine disagrees with them.
+        info["golden"]["logits"]["onnx"] = [[3.0, 0.0]] * 4
+        version_json.write_text(json.dumps(info))
+        with pytest.raises(ModelLoadFailed, match="correctness gate"):
+            await pool.load_model("fake")
+        assert await infer(pool) == (1, 1)
+        assert sample(pool, "fake", "gate_refused") == 1
+        await pool.stop(1)
 
     run(scenario)
