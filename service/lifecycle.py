@@ -4,7 +4,8 @@ What the repository doors (V2 REST and gRPC repository extension) get from the p
 :meth:`ModelPool.index` returns :class:`VersionState` rows, :meth:`ModelPool.load_model`
 and :meth:`ModelPool.unload_model` return a :class:`LifecycleResult` or raise a typed
 error from :mod:`service.errors` (``ModelControlNotAllowed`` 409, ``UnknownModel`` 404,
-``BadRequest`` 400, ``ModelLoadFailed`` 400, ``ModelMemoryExceeded`` 409).
+``BadRequest`` 400, ``ModelLoadFailed`` 400, ``ModelMemoryExceeded`` 409). Every door
+calls :func:`check_admin_key` first (``Unauthorized`` 401; 409 with the API off).
 
 States a version goes through::
 

@@ -214,7 +214,9 @@ def test_a_broken_model_folder_is_refused_with_the_file_named(tmp_path: Path) ->
 
 def test_memory_budget_refuses_a_load_that_would_not_fit(tmp_path: Path) -> None:
     make_repository(tmp_path, serve_latest=1)  # artifacts of 1000 B: 2000 B each at 2.0
-    pool, _ = lifecycle_pool(tmp_path, Factory(), model_memory_budget_bytes=3000)
+    pool, _ = lifecycle_pool(
+        tmp_path, Factory(), model_memory_budget_bytes=3000, model_memory_factor=2.0
+    )
 
     async def scenario() -> None:
         await pool.load()
@@ -239,7 +241,9 @@ def test_memory_budget_too_small_at_start_up_fails_the_model_with_the_figures(
     tmp_path: Path,
 ) -> None:
     make_repository(tmp_path)
-    pool, _ = lifecycle_pool(tmp_path, Factory(), model_memory_budget_bytes=1500)
+    pool, _ = lifecycle_pool(
+        tmp_path, Factory(), model_memory_budget_bytes=1500, model_memory_factor=2.0
+    )
     run(pool.load)
     (model,) = pool.all()
     assert model.status == "failed"
