@@ -4,10 +4,10 @@ Every ``repository_poll_secs`` each model folder is fingerprinted from its small
 only (``config.json`` and every ``<version>/version.json``; an export or quantize run
 writes a new ``version.json`` with new artifact checksums, so the artifacts need not be
 hashed). A changed fingerprint reloads the model through the pool (new and changed
-versions swap in beside the old, removed ones drain); a model folder that disappeared is
-unloaded; a new one is loaded. Hidden folders (``.export-*``, ``.quantize-*`` staging)
-and version folders without a ``version.json`` yet are ignored, so a tool's work in
-progress is never picked up half-written.
+versions swap in beside the old, removed ones drain); a model folder that disappeared,
+or was left with no version, is unloaded; a new one is loaded. Hidden folders
+(``.export-*``, ``.quantize-*`` staging) and version folders without a ``version.json``
+yet are ignored, so a tool's work in progress is never picked up half-written.
 
 A failed load is not retried every poll (it would fail the same way, flooding the log):
 the folder's fingerprint is remembered, and the next change to it is tried again.
@@ -32,8 +32,11 @@ logger = logging.getLogger(__name__)
 
 
 def fingerprint(folder: Path) -> str | None:
-    """A digest of a model folder's config and version files; None if it has no config."""
+    """A digest of a model folder's config and version files; None while it has no
+    config or no complete version (an export publishing a new model writes its config
+    a moment before its first version): such a folder counts as absent."""
     digest = hashlib.sha256()
+    complete = 0
     try:
         digest.update((folder / CONFIG_FILE).read_bytes())
         versions = sorted(
@@ -45,9 +48,10 @@ def fingerprint(folder: Path) -> str | None:
             except FileNotFoundError:
                 continue  # still being written (quantize reserves the number first)
             digest.update(version.name.encode() + b"\0" + data + b"\0")
+            complete += 1
     except OSError:
         return None
-    return digest.hexdigest()
+    return digest.hexdigest() if complete else None
 
 
 def snapshot(root: Path) -> dict[str, str]:

@@ -521,3 +521,35 @@ def test_a_version_whose_engine_disagrees_with_its_golden_set_never_serves(
         await pool.stop(1)
 
     run(scenario)
+
+
+def test_poll_ignores_work_in_progress_and_unloads_a_model_left_without_versions(
+    tmp_path: Path,
+) -> None:
+    from service.poller import fingerprint
+
+    make_repository(tmp_path)
+    assert fingerprint(tmp_path / "fake") is not None
+    write_config(tmp_path, "fresh")  # an export publishing a new model: config first
+    assert fingerprint(tmp_path / "fresh") is None
+    (tmp_path / "fresh" / "1").mkdir()  # a version number reserved, no version.json yet
+    assert fingerprint(tmp_path / "fresh") is None
+    (tmp_path / "fresh" / "1").rmdir()
+    add_version(tmp_path, 1, "fresh")
+    assert fingerprint(tmp_path / "fresh") is not None
+    pool, _ = lifecycle_pool(
+        tmp_path, Factory(), model_control_mode="poll", repository_poll_secs=0.5
+    )
+
+    async def scenario() -> None:
+        await pool.load()
+        await asyncio.sleep(0.1)
+        version = tmp_path / "fresh" / "1"
+        for path in version.iterdir():
+            path.unlink()
+        version.rmdir()
+        await until(lambda: pool.get("fresh").status == "stopped", timeout_s=5)
+        assert "removed from the repository" in (pool.get("fresh").error or "")
+        await pool.stop(1)
+
+    run(scenario)
