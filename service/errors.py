@@ -154,6 +154,30 @@ def status_of(exc: BaseException) -> int:
     return 500
 
 
+class ModelControlNotAllowed(ServiceError):
+    """A repository call the model control mode does not allow (Triton refuses the same):
+    'none' reads the repository once; 'poll' follows the repository folder itself."""
+
+    status = 409
+    code = "model_control_not_allowed"
+
+
+class ModelLoadFailed(ServiceError):
+    """A load that did not end with the model serving the asked versions. Whatever was
+    serving before still serves; ``details['versions']`` holds each version's state and
+    reason. A 4xx: the cause is the repository's content, which the operator fixes."""
+
+    status = 400
+    code = "model_load_failed"
+
+
+class ModelMemoryExceeded(ModelLoadFailed):
+    """The load would take the loaded versions past ``model_memory_budget_bytes``."""
+
+    status = 409
+    code = "model_memory_budget_exceeded"
+
+
 class ModelConfigError(Exception):
     """A model folder in the repository is broken; the message names the folder."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Enum,
     Gauge,
     GCCollector,
     Histogram,
@@ -44,6 +45,15 @@ LATENCY_BUCKETS_S = (
     5.0,
     10.0,
 )
+#: Loading a version (engine session, warm-up per batch size, gate): ~50 ms for a CIFAR
+#: ResNet on CPU to minutes for a TensorRT engine build on first load.
+LOAD_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+#: The gate: a few single-image forwards, ~5 ms (CIFAR, CPU) to ~2 s (ResNet-152, CPU).
+GATE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: States a version goes through (see service/lifecycle.py).
+VERSION_STATES = ("loading", "ready", "failed", "unloading", "stopped")
+GATE_OUTCOMES = ("passed", "refused", "skipped")
+
 #: Powers of two, the batch sizes engines are warmed up and usually tuned for.
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -154,8 +164,64 @@ class Metrics:
             MODEL_LABELS,
             registry=r,
         )
+        self._lifecycle(r)
         # Process (CPU seconds, RSS, open fds), Python platform and GC figures, on this
         # registry rather than the global one: /metrics serves only this registry.
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
+
+    def _lifecycle(self, r: CollectorRegistry) -> None:
+        """Model loads, unloads, the correctness gate and the model-memory budget."""
+        self.model_loads = Counter(
+            f"{PREFIX}_model_loads",
+            "Version loads by outcome: 'loaded', 'failed' (engine or repository error), "
+            "'gate_refused', 'memory_refused'.",
+            ("model", "outcome"),
+            registry=r,
+        )
+        self.model_unloads = Counter(
+            f"{PREFIX}_model_unloads",
+            "Versions unloaded (drained, engine closed) by outcome: 'unloaded' (asked "
+            "for, or gone from the repository) or 'replaced' (a new load took over).",
+            ("model", "outcome"),
+            registry=r,
+        )
+        self.model_load_duration = Histogram(
+            f"{PREFIX}_model_load_duration_seconds",
+            "Time to load one version: engine, warm-up and gate.",
+            ("model",),
+            buckets=LOAD_BUCKETS_S,
+            registry=r,
+        )
+        self.gate_duration = Histogram(
+            f"{PREFIX}_gate_duration_seconds",
+            "Time of one correctness-gate run (golden images through the chosen engine).",
+            ("model",),
+            buckets=GATE_BUCKETS_S,
+            registry=r,
+        )
+        self.gate_outcome = Enum(
+            f"{PREFIX}_gate_outcome",
+            "The last gate result of each version ('skipped': no golden set recorded).",
+            MODEL_LABELS,
+            states=list(GATE_OUTCOMES),
+            registry=r,
+        )
+        self.model_state = Enum(
+            f"{PREFIX}_model_state",
+            "Lifecycle state of each version the server knows.",
+            MODEL_LABELS,
+            states=list(VERSION_STATES),
+            registry=r,
+        )
+        self.model_memory_bytes = Gauge(
+            f"{PREFIX}_model_memory_bytes",
+            "Estimated memory of the loaded versions (model_memory_factor x artifact size).",
+            registry=r,
+        )
+        self.model_memory_budget_bytes = Gauge(
+            f"{PREFIX}_model_memory_budget_bytes",
+            "Capacity of the model-memory budget (0: no limit).",
+            registry=r,
+        )

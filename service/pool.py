@@ -2,125 +2,51 @@
 
 Models load in the background after the server starts, so ``/health/live`` answers at
 once and ``/health/ready`` tells when every model is warm. A model whose engine cannot
-be created is kept, marked failed with the reason, and the others serve on.
+be created, or that its correctness gate refuses (:mod:`service.gate`), is kept,
+marked failed with the reason, and the others serve on.
+
+Lifecycle without restarts (``model_control_mode`` explicit or poll): :meth:`load_model`
+re-reads a model's folder and loads each new or changed version *beside* what serves,
+warms it up and gates it; only then does the version table flip, in one step on the
+event loop, so :meth:`get` hands new requests the new version. Requests admitted before
+hold the old :class:`ServedModel` and its batcher, which drains them before its engine
+is closed. A load that fails leaves what was serving untouched and says why in
+:meth:`index`, the log and ``resnet_serve_model_loads_total``. One lock per model
+serialises loads and unloads of the same model; different models load independently.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
 
-from service.batching import Batcher, BatcherConfig
-from service.engines import create_engine, max_batch_size_of, select_engine
-from service.engines.base import Engine
-from service.errors import ModelUnavailable, UnknownModel
+from service.engines import create_engine, max_batch_size_of
+from service.errors import ModelConfigError, ModelLoadFailed, ModelMemoryExceeded, UnknownModel
+from service.lifecycle import (
+    LifecycleResult,
+    ModelMemory,
+    VersionState,
+    check_control,
+    check_model_name,
+    return_freed_memory,
+)
+from service.loader import VersionLoader
 from service.metrics import Metrics
-from service.preprocess import Limits, Preprocessor
-from service.repository import ModelConfig, ModelEntry, ModelVersion
+from service.poller import RepositoryPoller
+from service.preprocess import Limits
+from service.recheck import GateRechecker
+from service.repository import ModelEntry, ModelVersion, load_model
+from service.served import (
+    EngineFactory,
+    ServedModel,
+    Status,
+    create_preprocessor,
+)
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-Status = Literal["loading", "ready", "failed", "stopped"]
-#: Builds the engine of one model version; tests pass a fake one.
-EngineFactory = Callable[[ModelConfig, ModelVersion, Settings], Engine]
-
-
-def create_preprocessor(config: ModelConfig, limits: Limits) -> Preprocessor:
-    """The model's preprocessing backend: the exact CPU one unless its config asks for
-    ``preprocess_device: cuda`` (:mod:`service.preprocess_torch`, which needs torch)."""
-    if config.preprocess_device == "cpu":
-        return Preprocessor(config.preprocessing, limits)
-    from service.preprocess_torch import cuda_preprocessor
-
-    return cuda_preprocessor(config, limits)
-
-
-@dataclass
-class ServedModel:
-    """One model version as served: its config, its engine and batcher once loaded."""
-
-    entry: ModelEntry
-    version: ModelVersion
-    preprocessor: Preprocessor
-    max_batch_size: int
-    engine_name: str = ""
-    status: Status = "loading"
-    error: str | None = None
-    engine: Engine | None = None
-    batcher: Batcher | None = field(default=None, repr=False)
-    #: A batch running longer than this means the engine is stuck (see ``serving``).
-    stuck_after_s: float = 10.0
-
-    @property
-    def name(self) -> str:
-        return self.entry.config.name
-
-    @property
-    def number(self) -> int:
-        return self.version.info.version
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """(model, version) as text: the metric label values of this version."""
-        return self.name, str(self.number)
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.entry.config.labels
-
-    @property
-    def architecture(self) -> str:
-        return self.entry.config.architecture
-
-    @property
-    def weights(self) -> str:
-        """Where the weights came from; "random (untrained)" is never hidden."""
-        return self.version.info.weights.display
-
-    @property
-    def precision(self) -> str:
-        return self.version.info.precision
-
-    @property
-    def parity(self) -> dict[str, dict[str, object]]:
-        """The export's faithfulness figures per artifact format."""
-        return {fmt: report.model_dump() for fmt, report in self.version.info.parity.items()}
-
-    @property
-    def quantization(self) -> dict[str, Any] | None:
-        return self.version.info.quantization
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return self.preprocessor.input_shape
-
-    @property
-    def stuck(self) -> bool:
-        """The engine has been on one batch far longer than a batch takes."""
-        return self.batcher is not None and self.batcher.batch_age_s() > self.stuck_after_s
-
-    @property
-    def serving(self) -> bool:
-        """Loaded, warm and not stuck: what readiness reports for this version."""
-        return self.status == "ready" and not self.stuck
-
-    @property
-    def provider(self) -> str:
-        return self.engine.provider if self.engine else ""
-
-    def require_batcher(self) -> Batcher:
-        if self.status != "ready" or self.batcher is None:
-            reason = f": {self.error}" if self.error else ""
-            raise ModelUnavailable(
-                f"model {self.name} v{self.number} is {self.status}{reason}",
-                model=self.name,
-                status=self.status,
-            )
-        return self.batcher
+__all__ = ["EngineFactory", "ModelPool", "ServedModel", "Status", "create_preprocessor"]
 
 
 class ModelPool:
@@ -137,23 +63,19 @@ class ModelPool:
         self.settings = settings
         #: The metrics it reports model state to; routes use the app's, not this.
         self.metrics = metrics
-        self._engine_factory = engine_factory
-        limits = Limits(
+        self._limits = Limits(
             max_pixels=settings.max_image_pixels,
             max_jpeg_scans=settings.max_jpeg_scans,
             max_decode_work=settings.max_decode_work,
         )
         self._models: dict[str, dict[int, ServedModel]] = {}
         self._defaults: dict[str, int] = {}
+        self._entries: dict[str, ModelEntry] = {}
         for entry in entries:
-            preprocessor = create_preprocessor(entry.config, limits)
-            batch = max_batch_size_of(entry.config, settings)
             self._models[entry.config.name] = {
-                v.info.version: ServedModel(
-                    entry, v, preprocessor, batch, stuck_after_s=settings.stuck_batch_after_s
-                )
-                for v in entry.versions
+                m.number: m for m in (self._new(entry, v) for v in entry.served_versions)
             }
+            self._entries[entry.config.name] = entry
             self._defaults[entry.config.name] = entry.default_version.info.version
         if settings.default_model and settings.default_model not in self._models:
             raise UnknownModel(
@@ -162,7 +84,38 @@ class ModelPool:
             )
         self.default_name = settings.default_model or (min(self._models) if self._models else None)
         self.loaded = False
+        #: Latched when the initial load ends: did the default model come up? Start-up
+        #: and liveness should read this, not the current state: an operator unloading
+        #: the default model later must not make the pod look dead (and be restarted).
+        self.startup_ok: bool | None = None
+        self.memory = ModelMemory(
+            settings.model_memory_budget_bytes, settings.model_memory_factor, metrics
+        )
+        metrics.model_memory_budget_bytes.set(settings.model_memory_budget_bytes)
+        self._loader = VersionLoader(settings, metrics, self.memory, engine_factory)
+        self._locks: dict[str, asyncio.Lock] = {}
+        #: Instances replaced or unloaded that are still finishing admitted requests.
+        self._draining: list[ServedModel] = []
+        #: Versions being loaded that are not in the table yet.
+        self._loading: dict[tuple[str, int], ServedModel] = {}
+        #: A reload refused while the previous instance serves on: (model, version) -> why.
+        self._refusals: dict[tuple[str, int], str] = {}
+        #: Models whose folder could not be read at all: name -> why.
+        self._unreadable: dict[str, str] = {}
+        self._poller: RepositoryPoller | None = None
+        self._rechecker: GateRechecker | None = None
 
+    def _new(self, entry: ModelEntry, version: ModelVersion) -> ServedModel:
+        preprocessor = create_preprocessor(entry.config, self._limits)
+        return ServedModel(
+            entry,
+            version,
+            preprocessor,
+            max_batch_size_of(entry.config, self.settings),
+            stuck_after_s=self.settings.stuck_batch_after_s,
+        )
+
+    # -- lookup (sync: a request resolves and reserves without an await between) --------
     def all(self) -> list[ServedModel]:
         return [m for versions in self._models.values() for m in versions.values()]
 
@@ -187,72 +140,256 @@ class ModelPool:
                 available_versions=sorted(self._models[name]),
             ) from None
 
-    # -- lifecycle ---------------------------------------------------------------------
+    def index(self, *, ready: bool = False) -> list[VersionState]:
+        """Every version the server knows, with its state and reason (V2 repository index);
+        ``ready``: only those serving (the index request's ``ready`` flag)."""
+        if ready:
+            return [s for s in self.index() if s.state == "ready"]
+        rows: list[VersionState] = []
+        for name in sorted({*self._models, *self._unreadable, *(n for n, _ in self._loading)}):
+            table = self._models.get(name, {})
+            if name in self._unreadable:
+                rows.append(VersionState(name, "", "failed", self._unreadable[name]))
+            for number, model in sorted(table.items()):
+                refusal = self._refusals.get((name, number))
+                reason = f"serving the previous load; reload refused: {refusal}" if refusal else ""
+                reason = reason or model.gate_reason
+                rows.append(
+                    VersionState(name, str(number), model.status, reason or model.error or "")
+                )
+            for model_name, number in sorted(self._loading):
+                if model_name == name and number not in table:
+                    rows.append(VersionState(name, str(number), "loading"))
+            for model in self._draining:
+                if model.name == name and model.number not in table:
+                    rows.append(
+                        VersionState(name, str(model.number), "unloading", model.error or "")
+                    )
+        return rows
+
+    # -- start-up and shutdown ---------------------------------------------------------
     async def load(self) -> None:
-        """Create, warm up and start every model; failures are recorded, not raised."""
-        for model in self.all():
-            await self._load_one(model)
+        """Create, warm up, gate and start every model; failures are recorded, not raised.
+
+        In poll mode the repository poller starts once this initial load is done.
+        """
+        for name in list(self._models):
+            async with self._lock(name):
+                for model in self._models[name].values():
+                    if model.status != "loading":
+                        continue  # a load_model call got there first: already swapped in
+                    await self._loader.start(model)
+                    self._loader.publish(model)
+                self._defaults[name] = self._default_for(self._entries[name], self._models[name])
         self.loaded = True
+        self.startup_ok = (
+            self.default_name is not None and self.default_of(self.default_name).serving
+        )
         ready = [f"{m.name}:{m.number}" for m in self.all() if m.status == "ready"]
         logger.info("models ready: %s", ", ".join(ready) or "none")
-
-    async def _load_one(self, model: ServedModel) -> None:
-        info = model.version.info
-        try:
-            model.engine_name = select_engine(model.entry.config, model.version, self.settings)
-            engine = await asyncio.to_thread(
-                self._engine_factory, model.entry.config, model.version, self.settings
-            )
-            if self.settings.warmup:
-                await asyncio.to_thread(engine.warmup, model.max_batch_size)
-        except Exception as exc:
-            model.status, model.error = "failed", f"{type(exc).__name__}: {exc}"
-            logger.exception("model %s v%d failed to load", model.name, model.number)
-            self.metrics.model_ready.labels(*model.key).set(0)
-            return
-        model.engine = engine
-        model.batcher = Batcher(
-            engine,
-            BatcherConfig(
-                max_batch_size=model.max_batch_size,
-                max_queue_delay_ms=self.settings.max_queue_delay_ms,
-                max_queue_size=self.settings.max_queue_size,
-            ),
-            self.metrics,
-            model.key,
-            collate=model.preprocessor.collate,
-        )
-        model.batcher.start()
-        model.status = "ready"
-        self.metrics.model_ready.labels(*model.key).set(1)
-        self.metrics.model_info.labels(
-            *model.key,
-            model.engine_name,
-            engine.provider,
-            info.weights.display,
-            info.precision,
-        ).set(1)
-        if info.weights.origin == "random":
-            logger.warning(
-                "model %s v%d has RANDOM (untrained) weights: its predictions are "
-                "meaningless; export pretrained weights for real use",
-                model.name,
-                model.number,
-            )
-        logger.info(
-            "model %s v%d ready on %s (%s)",
-            model.name,
-            model.number,
-            model.engine_name,
-            engine.provider,
-        )
+        if self.settings.model_control_mode == "poll":
+            self.start_polling()
+        if self.settings.gate_recheck_secs and self._rechecker is None:
+            self._rechecker = GateRechecker(self, self.settings.gate_recheck_secs)
+            self._rechecker.start()
 
     async def stop(self, drain_timeout_s: float) -> None:
-        """Drain every batcher (in parallel, one shared timeout) and close the engines."""
-        batchers = [m.batcher for m in self.all() if m.batcher is not None]
-        await asyncio.gather(*(b.stop(drain_timeout_s) for b in batchers))
+        """Stop polling, drain every batcher (in parallel, one shared timeout), close engines."""
+        await self.stop_polling()
+        if self._rechecker is not None:
+            await self._rechecker.stop()
+            self._rechecker = None
+        live = [m for m in (*self.all(), *self._draining) if m.batcher or m.engine]
+        await asyncio.gather(*(self._loader.close(m, drain_timeout_s) for m in live))
         for model in self.all():
-            if model.engine is not None:
-                model.engine.close()
             model.status = "stopped"
-            self.metrics.model_ready.labels(*model.key).set(0)
+            self._loader.publish(model)
+
+    def start_polling(self) -> None:
+        """Re-read the repository every ``repository_poll_secs`` (see :mod:`service.poller`)."""
+        if self._poller is None:
+            self._poller = RepositoryPoller(
+                self, self.settings.repository, self.settings.repository_poll_secs
+            )
+            self._poller.start()
+
+    async def stop_polling(self) -> None:
+        if self._poller is not None:
+            await self._poller.stop()
+            self._poller = None
+
+    # -- lifecycle API (the repository doors call these) -------------------------------
+    async def load_model(self, name: str) -> LifecycleResult:
+        """Load or reload ``name`` from the repository: new and changed versions beside
+        what serves, each warmed up and gated, then swapped in; replaced and removed
+        versions drained and closed. Explicit mode only.
+
+        Raises :class:`ModelControlNotAllowed`, :class:`BadRequest` (bad name),
+        :class:`UnknownModel` (no such folder), :class:`ModelMemoryExceeded` or
+        :class:`ModelLoadFailed` (a version did not come up; the others did, and what
+        served before serves on).
+        """
+        check_control(self.settings, "load")
+        return await self.reload(name)
+
+    async def unload_model(self, name: str) -> LifecycleResult:
+        """Stop serving every version of ``name``: new requests get 503 at once, admitted
+        ones are answered (bounded by ``drain_timeout_s``), engines closed, memory
+        returned. Idempotent. Explicit mode only."""
+        check_control(self.settings, "unload")
+        return await self.retire_model(name, "unloaded by the repository API")
+
+    async def reload(self, name: str) -> LifecycleResult:
+        """:meth:`load_model` without the mode check (the poller's entry)."""
+        check_model_name(name)
+        async with self._lock(name):
+            folder = self.settings.repository / name
+            if not await asyncio.to_thread(folder.is_dir):
+                raise UnknownModel(
+                    f"no model {name!r} in the repository {self.settings.repository}",
+                    available=sorted(self._models),
+                )
+            try:
+                entry = await asyncio.to_thread(load_model, folder)
+            except ModelConfigError as exc:
+                self._unreadable[name] = str(exc)
+                self.metrics.model_loads.labels(name, "failed").inc()
+                logger.error("load of %s refused: %s", name, exc)
+                raise ModelLoadFailed(str(exc), model=name) from None
+            self._unreadable.pop(name, None)
+            return await self._swap_in(entry)
+
+    async def retire_model(self, name: str, reason: str) -> LifecycleResult:
+        """:meth:`unload_model` without the mode check (the poller's entry)."""
+        check_model_name(name)
+        async with self._lock(name):
+            table = self._models.get(name)
+            if table is None:
+                raise UnknownModel(f"model {name!r} is not loaded", available=sorted(self._models))
+            live = [m for m in table.values() if m.status != "stopped"]
+            for model in live:
+                model.status, model.error = "unloading", reason
+                self._loader.publish(model)
+            await asyncio.gather(*(self._retire(m, "unloaded") for m in live))
+            for model in table.values():
+                model.status, model.error = "stopped", reason
+                self._loader.publish(model)
+            self._refusals = {k: v for k, v in self._refusals.items() if k[0] != name}
+            logger.info(
+                "model %s unloaded (%s): versions %s", name, reason, [m.number for m in live]
+            )
+            return LifecycleResult(
+                name, "unloaded", self._states(name), retired=tuple(m.number for m in live)
+            )
+
+    # -- internals ---------------------------------------------------------------------
+    async def _swap_in(self, entry: ModelEntry) -> LifecycleResult:
+        name = entry.config.name
+        current = self._models.get(name, {})
+        candidates: dict[int, ServedModel] = {}
+        table: dict[int, ServedModel] = {}
+        for version in entry.served_versions:
+            number = version.info.version
+            old = current.get(number)
+            unchanged = (
+                old is not None
+                and old.status == "ready"
+                and old.entry.config == entry.config
+                and old.version.info == version.info
+            )
+            if unchanged and old is not None:
+                table[number] = old
+            else:
+                candidates[number] = self._new(entry, version)
+        for number, candidate in candidates.items():
+            self._loading[(name, number)] = candidate
+            try:
+                await self._loader.start(candidate)
+            finally:
+                del self._loading[(name, number)]
+        retire: list[ServedModel] = []
+        refused: dict[int, str] = {}
+        for number, candidate in candidates.items():
+            old = current.get(number)
+            if candidate.status == "ready" or old is None or old.status != "ready":
+                table[number] = candidate
+                if old is not None:
+                    retire.append(old)
+                self._refusals.pop((name, number), None)
+            else:  # a failed reload: the serving instance stays
+                table[number] = old
+                self._refusals[(name, number)] = candidate.error or "failed"
+            if candidate.status != "ready":
+                refused[number] = candidate.error or "failed"
+        if refused:  # never retire what serves when its successor did not come up
+            table.update({n: m for n, m in current.items() if n not in table})
+        retire.extend(m for n, m in current.items() if n not in table)
+        # The swap: one step on the event loop, between two requests' lookups.
+        self._models[name] = table
+        self._entries[name] = entry
+        self._defaults[name] = self._default_for(entry, table)
+        self.default_name = self.default_name or self.settings.default_model or min(self._models)
+        for model in table.values():
+            self._loader.publish(model)
+        for old in retire:
+            old.status, old.error = "unloading", "replaced or removed; finishing admitted requests"
+            if old.number not in table:  # else the series belong to its successor now
+                self._loader.publish(old)
+        await asyncio.gather(*(self._retire(m, "replaced") for m in retire))
+        for old in retire:
+            old.status = "stopped"
+            if old.number not in table:
+                self._loader.publish(old)
+        logger.info(
+            "model %s loaded: versions %s new, %s retired, default %d",
+            name,
+            sorted(candidates),
+            sorted(m.number for m in retire),
+            self._defaults[name],
+        )
+        if refused:
+            problems = "; ".join(f"v{n}: {why}" for n, why in sorted(refused.items()))
+            versions = [s.as_index_entry() for s in self._states(name)]
+            if all(
+                isinstance(c.load_error, ModelMemoryExceeded)
+                for c in candidates.values()
+                if c.status != "ready"
+            ):
+                raise ModelMemoryExceeded(
+                    f"model {name}: {problems}", model=name, versions=versions
+                )
+            raise ModelLoadFailed(f"model {name}: {problems}", model=name, versions=versions)
+        return LifecycleResult(
+            name,
+            "loaded",
+            self._states(name),
+            loaded=tuple(sorted(candidates)),
+            retired=tuple(sorted(m.number for m in retire)),
+            default_version=self._defaults[name],
+        )
+
+    async def _retire(self, model: ServedModel, outcome: str) -> None:
+        """Drain and close one instance no longer in the table (or being unloaded)."""
+        if model.engine is None and model.batcher is None:
+            return
+        self._draining.append(model)
+        try:
+            await self._loader.close(model, self.settings.drain_timeout_s)
+        finally:
+            self._draining.remove(model)
+        self.metrics.model_unloads.labels(model.name, outcome).inc()
+        return_freed_memory()
+
+    def _default_for(self, entry: ModelEntry, table: dict[int, ServedModel]) -> int:
+        """The pinned default, else the newest version serving, else the newest."""
+        pinned = entry.config.default_version
+        if pinned is not None and pinned in table:
+            return pinned
+        ready = [n for n, m in table.items() if m.status == "ready"]
+        return max(ready or table)
+
+    def _states(self, name: str) -> tuple[VersionState, ...]:
+        return tuple(s for s in self.index() if s.name == name)
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())

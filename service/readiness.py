@@ -53,13 +53,14 @@ class Readiness:
         self.draining = False
 
     def phase(self) -> Phase:
-        """Loading, or ended with the default model serving ("started") or not ("failed")."""
+        """Loading, or the start-up load ended with the default model serving ("started")
+        or not ("failed"). Latched at the end of that load: unloading or swapping a model
+        later through the repository API changes readiness, never liveness (a restart
+        would not help)."""
         pool = self.models
-        if not pool.loaded:
+        if not pool.loaded or pool.startup_ok is None:
             return "loading"
-        if pool.default_name is None:
-            return "failed"  # an empty repository serves nothing
-        return "started" if pool.default_of(pool.default_name).status == "ready" else "failed"
+        return "started" if pool.startup_ok else "failed"
 
     def startup(self) -> Answer:
         phase = self.phase()

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from service.errors import ModelConfigError
+from service.golden import GoldenSet
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,10 @@ class ModelConfig(_Frozen):
     engine: EngineName | None = None
     #: None: serve the highest version number as the default.
     default_version: int | None = None
+    #: Serve only the newest N versions (Triton's version policy ``latest``), plus a
+    #: pinned ``default_version``; None: every version folder serves. With 1, a new
+    #: version replaces the old one, which is drained and unloaded.
+    serve_latest: int | None = Field(default=None, ge=1)
     #: Per-model override of the service-wide batching limit.
     max_batch_size: int | None = Field(default=None, gt=0, le=1024)
     #: ONNX Runtime execution providers in preference order; None picks from what exists.
@@ -144,6 +149,9 @@ class VersionInfo(_Frozen):
     tools: dict[str, str] = Field(default_factory=dict)
     #: Quantization record (method, calibration images, agreement) for int8 versions.
     quantization: dict[str, Any] | None = None
+    #: What this version's engine answered on a few images, checked at every load
+    #: (:mod:`service.gate`); None in versions written before the gate existed.
+    golden: GoldenSet | None = None
 
     @model_validator(mode="after")
     def _artifact_names(self) -> VersionInfo:
@@ -186,6 +194,15 @@ class ModelEntry:
             f"{self.path}: default_version {wanted} has no folder; "
             f"versions found: {[v.info.version for v in self.versions]}"
         )
+
+    @property
+    def served_versions(self) -> tuple[ModelVersion, ...]:
+        """The versions its ``serve_latest`` policy serves (the pinned default always)."""
+        keep = self.config.serve_latest
+        if keep is None:
+            return self.versions
+        default = self.default_version
+        return tuple(v for v in self.versions[:-keep] if v is default) + self.versions[-keep:]
 
 
 def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:

@@ -82,6 +82,27 @@ def test_import_writes_a_checked_version_with_checksum_and_origin(
     assert sha256_file(artifact) == sha256_file(model)
 
 
+def test_import_records_the_golden_set_its_engine_answered(
+    tmp_path: Path, labels_file: Path
+) -> None:
+    from service.preprocess import Limits, Preprocessor
+
+    model = colour_classifier(tmp_path / "colours.onnx")
+    repository = tmp_path / "models"
+    assert main(import_args(model, repository, "--labels", str(labels_file))) == 0
+    (entry,) = scan_repository(repository)
+    version = entry.versions[0]
+    golden = version.info.golden
+    assert golden is not None and golden.precision == "fp32" and set(golden.logits) == {"onnx"}
+    assert "CPUExecutionProvider" in golden.recorded_by
+    # This classifier's logits are its input's channel means: the recorded rows must be
+    # exactly that, for each golden image preprocessed the served way.
+    preprocess = Preprocessor(entry.config.preprocessing, Limits(max_pixels=1 << 30))
+    for item, row in zip(golden.inputs, golden.logits["onnx"], strict=True):
+        tensor = preprocess((version.path / item.file).read_bytes())
+        np.testing.assert_allclose(row, tensor.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+
+
 def test_missing_labels_become_class_names_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -98,3 +98,27 @@ def test_http_and_grpc_on_one_port_is_refused_at_start() -> None:
     with pytest.raises(ValueError, match="port and grpc_port are both 9000"):
         Settings(port=9000, grpc_port=9000)
     assert Settings(port=0, grpc_port=0).grpc_port == 0  # both picked by the OS / off
+
+
+@pytest.mark.parametrize("mode", ["explicit", "poll"])
+def test_model_control_without_an_admin_key_is_refused_in_one_line(
+    mode: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from service.cli import main
+
+    assert main(["serve", "--repository", str(tmp_path), "--model-control-mode", mode]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"model_control_mode {mode!r} needs an admin key" in err
+
+
+def test_admin_key_comes_from_its_file_and_must_differ_from_the_api_key(tmp_path: Path) -> None:
+    key_file = tmp_path / "admin-key"
+    key_file.write_text("s3cret\n")
+    settings = Settings(model_control_mode="explicit", admin_api_key_file=key_file)
+    assert settings.admin_api_key == "s3cret"
+    with pytest.raises(ValueError, match="admin_api_key must differ from api_key"):
+        Settings(model_control_mode="poll", admin_api_key="same", api_key="same")
+    with pytest.raises(ValueError, match="give the admin key once"):
+        Settings(admin_api_key="a", admin_api_key_file=key_file)
+    assert Settings().model_control_mode == "none"  # the default needs no key

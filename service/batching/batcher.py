@@ -152,9 +152,13 @@ class Batcher:
         self._reserved += count
         return Reservation(self, count)
 
-    def check_room(self, count: int = 1) -> None:
-        """Raise unless ``count`` more images fit now (reserve and resize ask this)."""
-        if self._closing:
+    def check_room(self, count: int = 1, *, admitted: bool = False) -> None:
+        """Raise unless ``count`` more images fit now (reserve and resize ask this).
+
+        A closing batcher refuses new requests, not ones ``admitted`` before: their
+        reservation keeps the drain waiting for them.
+        """
+        if self._closing and not admitted:
             raise ModelUnavailable("the server is shutting down; retry elsewhere")
         used = self._reserved + self._waiting
         if used + count > self.config.max_queue_size:

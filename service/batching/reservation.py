@@ -20,7 +20,7 @@ import numpy.typing as npt
 class Queue(Protocol):
     """What a reservation asks of its batcher's queue (:class:`~.batcher.Batcher`)."""
 
-    def check_room(self, count: int = 1) -> None: ...
+    def check_room(self, count: int = 1, *, admitted: bool = False) -> None: ...
 
     def hold(self, count: int) -> None:
         """Count ``count`` more images as reserved (negative: give room back)."""
@@ -63,7 +63,9 @@ class Reservation:
         if not self._open:
             raise RuntimeError("the reservation was already used or released")
         if count > self.count:
-            self._queue.check_room(count - self.count)
+            # Admitted already: a drain (swap, unload, shutdown) lets it grow, so a
+            # request reserved before the swap finishes on the version it was admitted to.
+            self._queue.check_room(count - self.count, admitted=True)
         self._queue.hold(count - self.count)
         self.count = count
 

@@ -21,6 +21,7 @@ from types import TracebackType
 
 from pydantic import ValidationError
 
+from service.gate import record_artifacts
 from service.repository import (
     ARTIFACT_FILE,
     CONFIG_FILE,
@@ -132,7 +133,8 @@ class VersionWriter:
         parity: dict[ArtifactFormat, ParityReport],
         tools: dict[str, str],
     ) -> tuple[int, Path]:
-        """Checksum the artifacts, write version.json (and config.json if new), rename."""
+        """Checksum the artifacts, record the golden set, write version.json (and
+        config.json if new), rename."""
         if self._staging is None:
             raise RuntimeError("VersionWriter used outside its `with` block")
         artifacts = {
@@ -140,12 +142,24 @@ class VersionWriter:
             for fmt, file in ARTIFACT_FILE.items()
             if (self._staging / file).is_file()
         }
+        # What the serving engine answers on the golden images, checked at every load.
+        golden = record_artifacts(
+            self._staging,
+            self.config.preprocessing,
+            {fmt: self._staging / info.file for fmt, info in artifacts.items()},
+            precision="fp32",
+        )
         version = next_version(self.model_dir)
         target = self.model_dir / str(version)
         if target.exists():  # next_version saw it: only a concurrent export gets here
             raise ExportError(f"{target} appeared during the export; run the export again")
         info = VersionInfo(
-            version=version, weights=weights, artifacts=artifacts, parity=parity, tools=tools
+            version=version,
+            weights=weights,
+            artifacts=artifacts,
+            parity=parity,
+            tools=tools,
+            golden=golden,
         )
         write_json(self._staging / VERSION_FILE, info)
         if self._existing is None:

@@ -10,12 +10,14 @@ reads.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
 
-from service.errors import BadRequest, ClientGone
+from service.errors import BadRequest, ClientGone, PayloadTooLarge
 
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"
 #: Digits in a Content-Length we parse: 18 digits already exceed any body we take, and
@@ -90,6 +92,38 @@ class HttpTransport:
             return await _forever()
         while (await self.request.receive())["type"] != "http.disconnect":
             pass
+
+
+#: Largest body of a small JSON call (repository index, load, unload).
+SMALL_BODY_BYTES = 64 * 1024
+
+
+async def small_json(request: Request) -> dict[str, Any]:
+    """The JSON object of a small control body (empty: ``{}``), read within a bound:
+    these routes are not the pipeline's, but no body is read unbounded."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length[:12]) > SMALL_BODY_BYTES):
+        raise PayloadTooLarge(
+            f"this call takes a JSON body of at most {SMALL_BODY_BYTES} bytes",
+            max_body_bytes=SMALL_BODY_BYTES,
+        )
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > SMALL_BODY_BYTES:
+            raise PayloadTooLarge(
+                f"this call takes a JSON body of at most {SMALL_BODY_BYTES} bytes",
+                max_body_bytes=SMALL_BODY_BYTES,
+            )
+    if not body.strip():
+        return {}
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise BadRequest("the body must be a JSON object")
+    return document
 
 
 async def _forever() -> None:

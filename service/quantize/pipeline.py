@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.gate import record_artifacts
 from service.quantize.calibration import CalibrationReader, ImageSet, load_images
 from service.quantize.report import SetReport, check_agreement, evaluate
 from service.quantize.static import QuantOptions, quantize_onnx
@@ -192,6 +193,9 @@ def quantize_model(
             logger.debug("%s", report.describe())
         check_agreement(reports, min_agreement)
         record = _record(options, calibration, source, reports, min_agreement)
+        golden = record_artifacts(
+            staging, config.preprocessing, {"onnx": artifact}, precision="int8"
+        )
         info = VersionInfo(
             version=next_version(model_dir),  # provisional; _publish sets the final one
             weights=source.info.weights,
@@ -199,6 +203,7 @@ def quantize_model(
             artifacts={"onnx": artifact_info(artifact)},
             tools={"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__},
             quantization=record,
+            golden=golden,
         )
         write_json(staging / "version.json", info)
         number = _publish(staging, model_dir)

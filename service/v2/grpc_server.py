@@ -28,7 +28,8 @@ import grpc
 
 from service import tracing
 from service.errors import ServiceError, UnknownModel
-from service.logs import request_id_from
+from service.lifecycle import ADMIN_KEY_METADATA
+from service.logs import request_id_from, request_id_var
 from service.pipeline import Door, Head, Outcome, Parsed, Pipeline, let_go
 from service.pool import ServedModel
 from service.security import check_api_key
@@ -36,6 +37,7 @@ from service.settings import Settings
 from service.v2 import metadata, proto
 from service.v2.errors import grpc_code, public_message, retry_after
 from service.v2.infer import Reply, limits_of, to_inputs
+from service.v2.repository import Action, control
 
 logger = logging.getLogger(__name__)
 API_KEY_METADATA = "x-api-key"
@@ -124,6 +126,8 @@ class InferenceServicer:
             "ModelStatistics": self.ModelStatistics,
             "RepositoryIndex": self.RepositoryIndex,
             "ModelInfer": self.ModelInfer,
+            "RepositoryModelLoad": self.RepositoryModelLoad,
+            "RepositoryModelUnload": self.RepositoryModelUnload,
         }
 
     # -- helpers -----------------------------------------------------------------------
@@ -217,9 +221,36 @@ class InferenceServicer:
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
         async def work() -> Any:
             self._authorize(context)
-            return metadata.repository_index(self._pipeline.models.all(), ready_only=request.ready)
+            versions = self._pipeline.models.index(ready=request.ready)
+            return metadata.repository_index(versions)
 
         return await self._answer(context, work, "RepositoryIndexResponse")
+
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+        return await self._control(request, context, "load", "RepositoryModelLoadResponse")
+
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+        return await self._control(request, context, "unload", "RepositoryModelUnloadResponse")
+
+    async def _control(self, request: Any, context: Any, action: Action, response: str) -> Any:
+        metadata_ = dict(context.invocation_metadata() or ())
+        token = request_id_var.set(request_id_from(metadata_.get(REQUEST_ID_METADATA)))
+
+        async def work() -> Any:
+            await control(
+                self._pipeline.models,
+                self._settings.admin_api_key,
+                metadata_.get(ADMIN_KEY_METADATA),
+                action,
+                request.model_name,
+                list(request.parameters),
+            )
+            return proto.message(response)
+
+        try:
+            return await self._answer(context, work, response)
+        finally:
+            request_id_var.reset(token)
 
     # -- inference ---------------------------------------------------------------------
     async def ModelInfer(self, raw: bytes, context: Any) -> Any:

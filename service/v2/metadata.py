@@ -21,6 +21,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 
 import service
+from service.lifecycle import VersionState
 from service.metrics import PREFIX
 from service.pool import ServedModel
 from service.v2.codec import (
@@ -33,20 +34,19 @@ from service.v2.codec import (
 )
 
 SERVER_NAME = "resnet-serve"
-#: Extensions served in full. ``model_repository`` is not listed: of it only the index
-#: is served (load and unload follow the model control mode).
-EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration", "statistics")
+#: Extensions served. ``model_repository``: the index always; load and unload when the
+#: model control mode is explicit or poll (409 otherwise), with the admin key.
+EXTENSIONS = (
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+)
 
 #: Triton's platform names, so tools that switch on them recognise the artifact.
 _PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "torchscript": "pytorch_libtorch"}
 _CONFIG_TYPES = {BYTES: mc.TYPE_STRING, FP32: mc.TYPE_FP32}
-#: Triton's model states in the repository index.
-_STATES = {
-    "loading": "LOADING",
-    "ready": "READY",
-    "failed": "UNAVAILABLE",
-    "stopped": "UNAVAILABLE",
-}
 _INTEGERS = frozenset(
     {
         FieldDescriptor.TYPE_INT64,
@@ -148,13 +148,12 @@ def model_config(served: ServedModel, max_queue_delay_ms: float) -> Any:
     )
 
 
-def repository_index(models: Iterable[ServedModel], *, ready_only: bool = False) -> Any:
+def repository_index(versions: Iterable[VersionState]) -> Any:
+    """Every version the pool knows, in Triton's states (READY, LOADING, UNLOADING,
+    UNAVAILABLE) with the reason of one that does not serve."""
     index = pb.RepositoryIndexResponse()
-    for m in models:
-        state = _STATES.get(m.status, "UNAVAILABLE")
-        if ready_only and state != "READY":
-            continue
-        index.models.add(name=m.name, version=str(m.number), state=state, reason=m.error or "")
+    for v in versions:
+        index.models.add(name=v.name, version=v.version, state=v.triton_state, reason=v.reason)
     return index
 
 

@@ -49,6 +49,8 @@ _METHODS: dict[str, tuple[Any, Any]] = {
     "ModelStatistics": (pb.ModelStatisticsRequest, pb.ModelStatisticsResponse),
     "RepositoryIndex": (pb.RepositoryIndexRequest, pb.RepositoryIndexResponse),
     "ModelInfer": (None, pb.ModelInferResponse),
+    "RepositoryModelLoad": (pb.RepositoryModelLoadRequest, pb.RepositoryModelLoadResponse),
+    "RepositoryModelUnload": (pb.RepositoryModelUnloadRequest, pb.RepositoryModelUnloadResponse),
 }
 #: Probes: never traced (a trace per probe drowns the real ones).
 HEALTH_METHODS = ("ServerLive", "ServerReady", "ModelReady")

@@ -18,9 +18,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from service.errors import UnsupportedMediaType
+from service.errors import BadRequest, UnsupportedMediaType
 from service.http.routing import TracedRoute
-from service.http.transport import HttpTransport
+from service.http.transport import HttpTransport, small_json
+from service.lifecycle import ADMIN_KEY_HEADER
 from service.pipeline import Door, Head, Outcome, Parsed, Pipeline
 from service.pool import ServedModel
 from service.security import check_api_key
@@ -28,6 +29,7 @@ from service.settings import Settings
 from service.v2 import metadata
 from service.v2.errors import rest_error
 from service.v2.infer import Reply, limits_of, to_inputs
+from service.v2.repository import Action, control
 from service.v2.rest_codec import HEADER_LENGTH, RestInferParser, encode_response
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -156,10 +158,33 @@ def build_v2_router(settings: Settings) -> APIRouter:
     @router.post("/repository/index", summary="Repository index")
     async def repository_index(request: Request) -> Response:
         async def work() -> Response:
-            index = metadata.repository_index(pipeline_of(request).models.all())
+            body = await small_json(request)
+            ready = body.get("ready", False)
+            if not isinstance(ready, bool):
+                raise BadRequest("'ready' must be true or false")
+            index = metadata.repository_index(pipeline_of(request).models.index(ready=ready))
             return JSONResponse(metadata.to_rest(index).get("models", []))
 
         return await answer(request, work)
+
+    @router.post("/repository/models/{model}/load", summary="Load or reload a model")
+    @router.post("/repository/models/{model}/unload", summary="Unload a model")
+    async def repository_control(request: Request) -> Response:
+        async def work() -> Response:
+            presented = request.headers.get(ADMIN_KEY_HEADER)
+            body = await small_json(request)
+            parameters = body.get("parameters") or {}
+            if not isinstance(parameters, dict):
+                raise BadRequest("'parameters' must be a JSON object")
+            action: Action = "load" if request.url.path.endswith("/load") else "unload"
+            pool = pipeline_of(request).models
+            admin_key = settings.admin_api_key
+            await control(
+                pool, admin_key, presented, action, request.path_params["model"], parameters
+            )
+            return JSONResponse({})
+
+        return await answer(request, work, guarded=False)
 
     @router.get("/models/stats", summary="Statistics of every model")
     @router.get("/models/{model}/stats", summary="Model statistics")

@@ -81,7 +81,8 @@ def test_onnx_has_a_dynamic_batch_axis_and_matches_eager(resnet18_repository: Pa
 
 def test_onnx_weights_are_embedded_in_one_file(resnet18_repository: Path) -> None:
     folder = resnet18_repository / "resnet18" / "1"
-    assert sorted(p.name for p in folder.iterdir()) == ["model.onnx", "model.pt", "version.json"]
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["golden", "model.onnx", "model.pt", "version.json"]  # no external data
     model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
     assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
