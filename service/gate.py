@@ -246,12 +246,10 @@ def record_artifacts(
 ) -> GoldenSet:
     """:func:`record` with the serving engine class on each artifact, on the CPU, with
     the server's default settings: what a plain ``serve`` would run."""
-    from service.engines import load_engine
-    from service.settings import Settings
+    from service.engines import EngineOptions, load_engine
 
-    defaults = Settings.model_construct()
     engines = {
-        fmt: load_engine(fmt, path, defaults, device="cpu")  # type: ignore[arg-type]
+        fmt: load_engine(fmt, path, EngineOptions(), device="cpu")  # type: ignore[arg-type]
         for fmt, path in artifacts.items()
     }
     try:
