@@ -17,7 +17,9 @@ from urllib.parse import parse_qs
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.types import Scope
+from prometheus_client import make_asgi_app
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import service
 from service.api.errors import install_error_handlers
@@ -46,10 +48,22 @@ def door_of(path: str) -> Door | None:
     return None
 
 
+class _Asgi:
+    """An ASGI app as a route endpoint: Starlette calls a plain function as
+    ``endpoint(request)``, and a ``Mount`` would answer ``/metrics`` with a redirect."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings, *, pool: ModelPool | None = None) -> FastAPI:
     """The service app. ``pool`` lets tests serve models over a fake engine factory."""
     if pool is None:
-        pool = ModelPool(scan_repository(settings.repository), settings, Metrics())
+        entries = scan_repository(settings.repository, only=settings.model_names())
+        pool = ModelPool(entries, settings, Metrics())
     metrics = pool.metrics
     decode_threads = ThreadPoolExecutor(
         max_workers=settings.effective_decode_threads(), thread_name_prefix="decode"
@@ -89,6 +103,9 @@ def create_app(settings: Settings, *, pool: ModelPool | None = None) -> FastAPI:
     app.include_router(build_router(settings))
     app.include_router(build_health_router(settings))
     app.include_router(build_v2_router(settings))
+    # prometheus_client's own app: text or OpenMetrics by Accept, gzip by Accept-Encoding.
+    metrics_app = _Asgi(make_asgi_app(registry=metrics.registry))
+    app.router.routes.append(Route("/metrics", metrics_app, methods=["GET"]))
 
     def fallback_labels(scope: Scope) -> tuple[str, str]:
         """Labels for requests refused before the pipeline resolved their model."""

@@ -20,7 +20,7 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from service.errors import ModelConfigError, SettingsError
+from service.errors import ModelConfigError, SettingsError, UnknownModel
 from service.settings import ENV_PREFIX, Settings, load_settings
 
 #: Modules with a ``register(subparsers)`` adding their subcommands.
@@ -33,6 +33,7 @@ SETTING_SECTIONS: dict[str, tuple[str, ...]] = {
     "V2 gRPC limits": ("grpc_max_message_bytes", "grpc_max_concurrent_rpcs"),
     "models": (
         "repository",
+        "models",
         "default_model",
         "engine",
         "providers",
@@ -152,6 +153,14 @@ def _serve(args: argparse.Namespace) -> int:
         # which file or setting, no traceback.
         print(f"resnet-serve: cannot serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except UnknownModel as exc:  # --default-model names a model the repository lacks
+        available = ", ".join(exc.details.get("available", ())) or "no models"
+        print(
+            f"resnet-serve: cannot serve: {exc.message} ({settings.repository} has: "
+            f"{available}); set --default-model / {ENV_PREFIX}DEFAULT_MODEL to one of them",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,8 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser(
         "serve",
-        help="serve every model in the repository",
-        description="Serve every model of the repository on POST /classify.",
+        help="serve the repository's models over HTTP and V2 gRPC",
+        description="Serve the repository's models (every one, or those --models names) on "
+        "two ports: HTTP on --port (default 8000: POST /classify, V2 REST under /v2, "
+        "health, /metrics) and the V2 gRPC service on --grpc-port (default 8001; 0 turns "
+        "it off).",
     )
     _add_settings_flags(serve)
     serve.set_defaults(func=_serve)

@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     )
     warmup: bool = Field(True, description="Run each model once per batch size before ready.")
 
+    # --- model selection -----------------------------------------------------------
+    models: str | None = Field(
+        None,
+        description="Comma-separated names of the repository's models to serve (default: "
+        "every model); the others are never read, so they cost no start-up time or memory.",
+    )
+
     # --- batching ------------------------------------------------------------------
     max_batch_size: int = Field(32, ge=1, le=1024, description="Most images run in one batch.")
     max_queue_delay_ms: float = Field(
@@ -207,9 +214,23 @@ class Settings(BaseSettings):
                 f"max_body_bytes ({self.max_body_bytes}) must be <= max_body_bytes_in_flight "
                 f"({self.max_body_bytes_in_flight}): a maximal body could never be admitted"
             )
+        selected = self.model_names()
+        if selected is not None and not selected:
+            problems.append(f"models ({self.models!r}) names no model: give at least one name")
+        if selected and self.default_model and self.default_model not in selected:
+            problems.append(
+                f"default_model ({self.default_model!r}) must be one of models "
+                f"({', '.join(selected)}): the default would never be loaded"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def model_names(self) -> tuple[str, ...] | None:
+        """The models to serve, in the order given; None: every model of the repository."""
+        if self.models is None:
+            return None
+        return tuple(dict.fromkeys(n.strip() for n in self.models.split(",") if n.strip()))
 
     def provider_list(self) -> tuple[str, ...] | None:
         if not self.providers:
