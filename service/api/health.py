@@ -1,4 +1,4 @@
-"""Probes and the scrape endpoint: what an orchestrator and Prometheus ask the service.
+"""Probes: what an orchestrator asks the service (``/metrics`` is mounted in ``service/app.py``).
 
 Models load in the background after the port opens (see ``service/app.py``), so the
 three probes answer three different questions:
@@ -21,12 +21,10 @@ facts that keep a pod unready make a strict server exit.
 
 from __future__ import annotations
 
-import gzip
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
-from prometheus_client.exposition import choose_encoder
+from fastapi.responses import JSONResponse
 
 from service.pool import ModelPool, ServedModel
 from service.settings import Settings
@@ -146,17 +144,5 @@ def build_health_router(settings: Settings) -> APIRouter:
             request.app.state.models, settings, draining=bool(request.app.state.draining)
         )
         return JSONResponse(body, status_code=200 if is_ready else 503)
-
-    @router.get("/metrics")
-    async def metrics(request: Request) -> Response:
-        """Prometheus text, or OpenMetrics when asked; gzipped when the scraper accepts it."""
-        registry = request.app.state.metrics.registry
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        payload = encoder(registry)
-        headers = {}
-        if "gzip" in request.headers.get("accept-encoding", ""):
-            payload = gzip.compress(payload, compresslevel=1)
-            headers["Content-Encoding"] = "gzip"
-        return Response(payload, media_type=content_type, headers=headers)
 
     return router
