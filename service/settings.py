@@ -132,7 +132,7 @@ class Settings(BaseSettings):
         ge=1024 * 1024,
         description="Decode memory held at once across the decode threads, each image's "
         "cost bounded from its header; a decode waits for room (bounded by its deadline). "
-        "Must hold one maximal image: see README, memory budget.",
+        "Must hold one maximal image: see docs/LIMITS.md, memory budget.",
     )
     stuck_batch_after_s: float = Field(
         10.0,
