@@ -86,6 +86,16 @@ def shape(value: Any) -> Any:
     )
 
 
+def clean_environment() -> dict[str, str]:
+    """This shell's environment without what would bend the clone: a developer's
+    ``RESNET_SERVE_*`` settings, or a PYTHONPATH that imports another checkout."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("RESNET_SERVE_") and k not in ("PYTHONPATH", "PYTHONHOME")
+    }
+
+
 def json_values(text: str) -> list[Any]:
     """The JSON objects an output is made of (curl prints them back to back), or []."""
     decoder, values, index = json.JSONDecoder(), [], 0
@@ -137,7 +147,7 @@ def quick_start(clone: Path, ports: tuple[int, int], tmp_path: Path) -> Iterator
     """README's serve block, as written, in the clone; yields the server's URL."""
     readme = (clone / "README.md").read_text(encoding="utf-8")
     (serve,) = [b for b in blocks(readme) if b.kind == "serve"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RESNET_SERVE_")}
+    env = clean_environment()
     env.update(PORT=str(ports[0]), GRPC_PORT=str(ports[1]))
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
@@ -191,7 +201,7 @@ def test_quick_start_and_examples_run_as_written(
     readme = (clone / "README.md").read_text(encoding="utf-8")
     examples = [b for b in blocks(readme) if b.kind in ("run", "answer")]
     assert len([b for b in examples if b.kind == "run"]) >= 4
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RESNET_SERVE_")}
+    env = clean_environment()
     last_json: Any = None
     for block in examples:
         if block.kind == "answer":
