@@ -177,7 +177,7 @@ COPY --from=models /models /models
 # that a MODEL the repository lacks fails the build, not every start of the container.
 ARG MODEL=resnet50
 RUN [ -z "${MODEL}" ] || [ -f "/models/${MODEL}/config.json" ] \
- || { echo "MODEL=${MODEL} is not in the image's models: $(cd /models && echo *)" >&2; exit 1; }
+ || { echo "MODEL=${MODEL} is not in the image's models: $(echo /models/*)" >&2; exit 1; }
 ENV PATH=/opt/venv/bin:${PATH} \
     RESNET_SERVE_HOST=0.0.0.0 \
     RESNET_SERVE_PORT=8000 \
