@@ -5,9 +5,9 @@
 #
 #   docker build -t resnet-serve:cpu .                          # CPU, resnet50 pretrained
 #   docker build --build-arg VARIANT=gpu -t resnet-serve:gpu .  # CUDA + onnxruntime-gpu
-#   docker build --build-arg MODELS="resnet18 resnet50" --build-arg WEIGHTS=random .
-#   docker build --build-arg MODELS=resnet20 --build-arg CHECKPOINT=checkpoints/resnet20.th .
-#   docker build --build-arg MODEL_SOURCE=context .             # ship ./models as exported
+#   docker build --build-arg MODEL=resnet18 --build-arg MODELS=resnet18,resnet50 .
+#   docker build --build-arg MODEL=resnet20 --build-arg CHECKPOINT=checkpoints/resnet20.th .
+#   docker build --build-arg MODEL_SOURCE=context --build-arg MODEL=resnet50 .  # ./models
 #   docker build --build-arg EXTRAS=torchscript .               # adds PyTorch for model.pt
 #
 # Python packages come from a lock file with hashes (requirements/serve-<VARIANT>.lock,
@@ -92,8 +92,10 @@ FROM wheels-${WHEELS_SOURCE} AS wheels
 # The exporter and PyTorch live only in this stage; the runtime gets /models alone.
 FROM base AS models-export
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-# Space-separated architectures, e.g. "resnet50" or "resnet18 resnet50".
-ARG MODELS=resnet50
+# The model served by default, and every architecture exported (space- or
+# comma-separated, e.g. "resnet18,resnet50"; MODEL among them), as `make serve` takes them.
+ARG MODEL=resnet50
+ARG MODELS=${MODEL}
 # DEFAULT (best pretrained), a torchvision weights name, or random.
 ARG WEIGHTS=DEFAULT
 # Path inside the build context (e.g. checkpoints/resnet20.th) of a checkpoint to load
@@ -113,17 +115,18 @@ RUN python3 -m venv /opt/export \
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN --mount=type=bind,target=/context \
     set -eu; \
+    models="${MODELS//,/ }"; \
     flags=(); \
     for f in ${FORMATS}; do flags+=(--format "$f"); done; \
     if [ -n "${CHECKPOINT}" ]; then \
-        [ "$(wc -w <<<"${MODELS}")" -eq 1 ] || { echo "CHECKPOINT needs exactly one of MODELS" >&2; exit 1; }; \
+        [ "$(wc -w <<<"${models}")" -eq 1 ] || { echo "CHECKPOINT needs exactly one of MODELS" >&2; exit 1; }; \
         flags+=(--checkpoint "/context/${CHECKPOINT}"); \
     else \
         flags+=(--weights "${WEIGHTS}"); \
     fi; \
     if [ -n "${LABELS}" ]; then flags+=(--labels "/context/${LABELS}"); fi; \
     if [ "${ALLOW_RANDOM_FALLBACK}" = 1 ]; then flags+=(--allow-random-fallback); fi; \
-    for model in ${MODELS}; do \
+    for model in ${models}; do \
         /opt/export/bin/resnet-serve export "${model}" "${flags[@]}" --repository /models; \
     done
 
@@ -170,10 +173,16 @@ RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
         --shell /usr/sbin/nologin app
 # Owned by root: the service only reads its models (and verifies their checksums).
 COPY --from=models /models /models
+# The model a request that names none gets (empty: the first by name). Checked here, so
+# that a MODEL the repository lacks fails the build, not every start of the container.
+ARG MODEL=resnet50
+RUN [ -z "${MODEL}" ] || [ -f "/models/${MODEL}/config.json" ] \
+ || { echo "MODEL=${MODEL} is not in the image's models: $(echo /models/*)" >&2; exit 1; }
 ENV PATH=/opt/venv/bin:${PATH} \
     RESNET_SERVE_HOST=0.0.0.0 \
     RESNET_SERVE_PORT=8000 \
-    RESNET_SERVE_REPOSITORY=/models
+    RESNET_SERVE_REPOSITORY=/models \
+    RESNET_SERVE_DEFAULT_MODEL=${MODEL}
 USER 10001:10001
 WORKDIR /home/app
 # HTTP (/classify, /v2 REST, /metrics, /health) and Open Inference Protocol gRPC

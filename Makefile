@@ -1,49 +1,76 @@
-# One entry point for people and CI. `make serve` on a fresh machine installs what serving
-# and export need (no test or load tools), exports the default model and serves it;
-# `make test` adds the rest and runs the test suite; `make install` installs everything.
+# One entry point for people and CI.
+#   make serve   the light serving install (no PyTorch) in .venv, the model exported in a
+#                separate environment (.cache/export-venv, PyTorch's CPU wheels when
+#                there is no NVIDIA driver), then serves it on two ports.
+#   make test    installs everything in .venv (PyTorch included) and runs the test suite.
 PYTHON ?= python3
+# Serving environment: `make serve` puts only the serving install here (about 300 MB);
+# `make install` / `make test` add everything else.
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Export environment: PyTorch, only to export a model. Throwaway: `make clean-export`
+# removes it; the exported models stay. EXPORT_VENV=$(VENV) exports from the full install.
+EXPORT_VENV ?= .cache/export-venv
 # torch/torchvision are pinned here, not in pyproject: on the project's machines these
-# exact releases come from local disk. Elsewhere, override, e.g. a CPU-only build:
-#   make TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+# exact releases come from local disk.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# PyTorch's CPU wheels, used for the export environment when there is no NVIDIA driver
+# and this index answers; otherwise the ordinary index (scripts/torch_source.py).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 ORT_EXTRA ?= cpu
+# MODEL is served by default; MODELS are the models loaded (default: MODEL alone; a
+# comma-separated list that includes MODEL). Each is exported first if missing.
 MODEL ?= resnet50
+MODELS ?= $(MODEL)
 REPOSITORY ?= models
 HOST ?= 127.0.0.1
+# HTTP (/classify, V2 REST, health, metrics) and V2 gRPC.
 PORT ?= 8000
+GRPC_PORT ?= 8001
 
-.PHONY: install serve model test lint bench loadtest clean
+comma := ,
+MODEL_LIST := $(subst $(comma), ,$(MODELS))
+
+.PHONY: install serve model test lint bench loadtest clean clean-export
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 
 # Two stamps: `make test` after `make serve` installs only what is still missing.
-SERVE_EXTRAS = $(ORT_EXTRA),export
 ALL_EXTRAS = $(ORT_EXTRA),export,quantize,tracing,test,load
 
 $(VENV)/.installed-serve: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install $(TORCH_SPEC)
-	$(BIN)/python -m pip install -e ".[$(SERVE_EXTRAS)]"
+	$(BIN)/python -m pip install -e ".[$(ORT_EXTRA)]"
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.installed-serve
+	$(BIN)/python -m pip install $(TORCH_SPEC)
 	$(BIN)/python -m pip install -e ".[$(ALL_EXTRAS)]"
 	touch $@
 
 install: $(VENV)/.installed
 
+$(EXPORT_VENV)/bin/python:
+	$(PYTHON) -m venv $(EXPORT_VENV)
+
+$(EXPORT_VENV)/.installed-export: pyproject.toml | $(EXPORT_VENV)/bin/python
+	$(EXPORT_VENV)/bin/python -m pip install \
+		$$($(PYTHON) scripts/torch_source.py --index "$(TORCH_INDEX)") $(TORCH_SPEC)
+	$(EXPORT_VENV)/bin/python -m pip install -e ".[$(ORT_EXTRA),export]"
+	touch $@
+
 # Pretrained weights when they can be had (torch hub cache or download); otherwise
 # random weights, loudly: a warning, and "random (untrained)" in every response.
-$(REPOSITORY)/$(MODEL)/config.json: | $(VENV)/.installed-serve
-	$(BIN)/resnet-serve export $(MODEL) --weights DEFAULT --allow-random-fallback --repository $(REPOSITORY)
+$(REPOSITORY)/%/config.json: | $(EXPORT_VENV)/.installed-export
+	$(EXPORT_VENV)/bin/resnet-serve export $* --weights DEFAULT --allow-random-fallback \
+		--repository $(REPOSITORY)
 
-model: $(REPOSITORY)/$(MODEL)/config.json
+model: $(foreach m,$(MODEL_LIST),$(REPOSITORY)/$(m)/config.json)
 
 serve: $(VENV)/.installed-serve model
-	$(BIN)/resnet-serve serve --repository $(REPOSITORY) --host $(HOST) --port $(PORT)
+	$(BIN)/resnet-serve serve --repository $(REPOSITORY) --models "$(MODELS)" \
+		--default-model "$(MODEL)" --host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT)
 
 test: install
 	$(BIN)/python -m pytest
@@ -71,5 +98,8 @@ loadtest: install
 	$(BIN)/locust -f loadtest/locustfile.py --headless -u $(LOCUST_USERS) -r $(LOCUST_RATE) \
 		-t $(LOCUST_TIME) --host $(HOST_URL) --csv .cache/loadtest/locust $(LOCUST_ARGS)
 
-clean:
+clean-export:
+	rm -rf $(EXPORT_VENV)
+
+clean: clean-export
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -362,7 +362,7 @@ DOCKER_BUILDKIT=1 "$DOCKER" build --network host --progress plain \
   --build-arg BASE_IMAGE="$BASE_IMAGE" "${LABEL_ARGS[@]}" \
   --build-arg WHEELS_SOURCE=context --build-arg WHEELHOUSE=build/docker/wheels \
   --build-arg MODEL_SOURCE=context --build-arg MODEL_DIR=build/docker/models \
-  -t "$IMAGE" . >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; fail "docker build"; }
+  --build-arg MODEL=resnet20 -t "$IMAGE" . >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; fail "docker build"; }
 labels=$("$DOCKER" image inspect -f '{{index .Config.Labels "org.opencontainers.image.version"}} {{index .Config.Labels "org.opencontainers.image.revision"}}' "$IMAGE")
 [ "$labels" = "$VERSION $REVISION" ] || fail "OCI labels: got '$labels', want '$VERSION $REVISION'"
 echo "OCI labels: version $VERSION, revision $REVISION"
@@ -508,7 +508,7 @@ DOCKER_BUILDKIT=1 "$DOCKER" build --network host --progress plain \
   --build-arg VARIANT=gpu --build-arg CUDA_BASE_IMAGE="$BASE_IMAGE" "${LABEL_ARGS[@]}" \
   --build-arg WHEELS_SOURCE=context --build-arg WHEELHOUSE=build/docker/wheels-gpu \
   --build-arg MODEL_SOURCE=context --build-arg MODEL_DIR=build/docker/models \
-  -t "$IMAGE-gpu" . >"$WORK/build-gpu.log" 2>&1 || { tail -40 "$WORK/build-gpu.log"; fail "docker build VARIANT=gpu"; }
+  --build-arg MODEL=resnet20 -t "$IMAGE-gpu" . >"$WORK/build-gpu.log" 2>&1 || { tail -40 "$WORK/build-gpu.log"; fail "docker build VARIANT=gpu"; }
 "$DOCKER" run --rm --network host --entrypoint python3 "$IMAGE-gpu" -c '
 import importlib.metadata as md, os, sys
 def has(dist):

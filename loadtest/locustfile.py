@@ -3,7 +3,7 @@
 Headless, against a local server (see docs/BENCHMARKS.md)::
 
     locust -f loadtest/locustfile.py --headless -u 16 -r 4 -t 60s \
-        --host http://127.0.0.1:8000 --csv loadtest/out/run
+        --host http://127.0.0.1:8000 --csv .cache/loadtest/locust
 
 or ``make loadtest HOST_URL=http://127.0.0.1:8000``. Point ``--host`` at a deployed
 server to test it instead; add ``--api-key`` if it needs one. Options (also environment

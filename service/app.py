@@ -50,7 +50,8 @@ class _AsgiEndpoint:
 def create_app(settings: Settings, *, pool: ModelPool | None = None) -> FastAPI:
     """The service app. ``pool`` lets tests serve models over a fake engine factory."""
     if pool is None:
-        pool = ModelPool(scan_repository(settings.repository), settings, Metrics())
+        entries = scan_repository(settings.repository, only=settings.model_names())
+        pool = ModelPool(entries, settings, Metrics())
     metrics = pool.metrics
     pipeline = Pipeline(pool, settings, metrics)
 

@@ -20,7 +20,7 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from service.errors import ModelConfigError, SettingsError
+from service.errors import ModelConfigError, SettingsError, UnknownModel
 from service.settings import ENV_PREFIX, Settings, load_settings
 
 #: Modules with a ``register(subparsers)`` adding their subcommands.
@@ -42,6 +42,7 @@ SETTING_SECTIONS: dict[str, tuple[str, ...]] = {
     "V2 gRPC limits": ("grpc_max_message_bytes", "grpc_max_concurrent_rpcs"),
     "models": (
         "repository",
+        "models",
         "default_model",
         "engine",
         "providers",
@@ -167,6 +168,14 @@ def _serve(args: argparse.Namespace) -> int:
         # which file or setting, no traceback.
         print(f"resnet-serve: cannot serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except UnknownModel as exc:  # --default-model names a model the repository lacks
+        available = ", ".join(exc.details.get("available", ())) or "no models"
+        print(
+            f"resnet-serve: cannot serve: {exc.message} ({settings.repository} has: "
+            f"{available}); set --default-model / {ENV_PREFIX}DEFAULT_MODEL to one of them",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,14 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ports = {name: Settings.model_fields[name].default for name in ("port", "grpc_port")}
     serve = sub.add_parser(
         "serve",
-        help="serve every model in the repository",
-        description="Serve every model of the repository on two ports: HTTP on --port "
-        f"(default {ports['port']}: POST /classify, V2 REST under /v2, /health/*, /metrics) "
-        f"and V2 gRPC on --grpc-port (default {ports['grpc_port']}; 0 turns it off). A port "
-        "in use stops the server with one line naming it, exit status 5.",
+        help="serve the repository's models over HTTP and V2 gRPC",
+        description="Serve the repository's models (every one, or those --models names) on "
+        "two ports: HTTP on --port (default 8000: POST /classify, V2 REST under /v2, "
+        "health, /metrics) and the V2 gRPC service on --grpc-port (default 8001; 0 turns "
+        "it off). A port in use stops the server with one line naming it, exit status 5.",
     )
     _add_settings_flags(serve)
     serve.set_defaults(func=_serve)

@@ -2,6 +2,10 @@
 
 Each app gets its own :class:`Metrics` on its own registry, so two apps in one process
 (tests) never collide and nothing is registered at import time. Call sites only observe.
+
+Names end with their unit (``_seconds``, ``_bytes``), as Prometheus' naming guide asks;
+the Python attributes kept their earlier names (``body_bytes_in_flight``) so call sites
+did not change when the exported names did (CHANGELOG lists the old names).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
 )
 
 PREFIX = "resnet_serve"
@@ -66,6 +71,10 @@ class Metrics:
     """The service's metrics on one registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # No `<name>_created` series: they doubled the series count, and PromQL derives
+        # resets from the counters themselves. The library's switch is process-wide (read
+        # when a scrape collects), which suits a process that is this service.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -139,22 +148,22 @@ class Metrics:
             registry=r,
         )
         self.body_bytes_in_flight = Gauge(
-            f"{PREFIX}_body_bytes_in_flight",
+            f"{PREFIX}_body_in_flight_bytes",
             "Request-body bytes held (being read or waiting to be decoded).",
             registry=r,
         )
         self.body_bytes_budget = Gauge(
-            f"{PREFIX}_body_bytes_budget",
+            f"{PREFIX}_body_budget_bytes",
             "Capacity of the body-bytes budget; past it requests get 503.",
             registry=r,
         )
         self.decode_bytes_in_flight = Gauge(
-            f"{PREFIX}_decode_bytes_in_flight",
+            f"{PREFIX}_decode_in_flight_bytes",
             "Decode memory held now (each image's cost bounded from its header).",
             registry=r,
         )
         self.decode_bytes_budget = Gauge(
-            f"{PREFIX}_decode_bytes_budget",
+            f"{PREFIX}_decode_budget_bytes",
             "Capacity of the decode-memory budget; past it decodes wait for room.",
             registry=r,
         )

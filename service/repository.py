@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -270,14 +270,32 @@ def load_model(folder: Path, *, verify_checksums: bool = True) -> ModelEntry:
     return entry
 
 
-def scan_repository(root: Path, *, verify_checksums: bool = True) -> list[ModelEntry]:
-    """Every model folder under ``root`` (folders starting with '.' or '_' are skipped)."""
+def scan_repository(
+    root: Path, *, verify_checksums: bool = True, only: Collection[str] | None = None
+) -> list[ModelEntry]:
+    """Every model folder under ``root`` (folders starting with '.' or '_' are skipped).
+
+    ``only`` (the ``models`` setting) keeps just those names; the other folders are not
+    read at all, so a broken or large model nobody asked for costs nothing. A name with
+    no folder is an error naming the models that exist: serving less than was asked for
+    would only show up on the first request.
+    """
     if not root.is_dir():
         raise ModelConfigError(
             f"model repository {root} does not exist; export a model first, e.g. "
             f"`resnet-serve export resnet50 --repository {root}`"
         )
     folders = sorted(p for p in root.iterdir() if p.is_dir() and p.name[0] not in "._")
+    if only is not None:
+        present = {f.name for f in folders}
+        missing = [n for n in only if n not in present]
+        if missing:
+            raise ModelConfigError(
+                f"model repository {root} has no model {', '.join(map(repr, missing))} "
+                f"(asked for by the models setting); it has: "
+                f"{', '.join(sorted(present)) or 'no models'}"
+            )
+        folders = [f for f in folders if f.name in only]
     return [load_model(f, verify_checksums=verify_checksums) for f in folders]
 
 

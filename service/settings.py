@@ -140,6 +140,13 @@ class Settings(BaseSettings):
         "7.2x once warmed up to batch 32 on CPU; see README, memory.",
     )
 
+    # --- model selection -----------------------------------------------------------
+    models: str | None = Field(
+        None,
+        description="Comma-separated names of the repository's models to serve (default: "
+        "every model); the others are never read, so they cost no start-up time or memory.",
+    )
+
     # --- batching ------------------------------------------------------------------
     max_batch_size: int = Field(32, ge=1, le=1024, description="Most images run in one batch.")
     max_queue_delay_ms: float = Field(
@@ -212,7 +219,7 @@ class Settings(BaseSettings):
         ge=1024 * 1024,
         description="Decode memory held at once across the decode threads, each image's "
         "cost bounded from its header; a decode waits for room (bounded by its deadline). "
-        "Must hold one maximal image: see README, memory budget.",
+        "Must hold one maximal image: see docs/LIMITS.md, memory budget.",
     )
     stuck_batch_after_s: float = Field(
         10.0,
@@ -370,6 +377,14 @@ class Settings(BaseSettings):
                 f"port and grpc_port are both {self.port}: HTTP and V2 gRPC need a port each"
             )
         problems.extend(self._lifecycle_problems())
+        selected = self.model_names()
+        if selected is not None and not selected:
+            problems.append(f"models ({self.models!r}) names no model: give at least one name")
+        if selected and self.default_model and self.default_model not in selected:
+            problems.append(
+                f"default_model ({self.default_model!r}) must be one of models "
+                f"({', '.join(selected)}): the default would never be loaded"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -389,6 +404,11 @@ class Settings(BaseSettings):
                 "be able to load or unload models"
             ]
         return []
+    def model_names(self) -> tuple[str, ...] | None:
+        """The models to serve, in the order given; None: every model of the repository."""
+        if self.models is None:
+            return None
+        return tuple(dict.fromkeys(n.strip() for n in self.models.split(",") if n.strip()))
 
     def provider_list(self) -> tuple[str, ...] | None:
         if not self.providers:

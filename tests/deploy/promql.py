@@ -110,9 +110,9 @@ def exported_series(exposition: str) -> dict[str, set[str]]:
     from prometheus_client.parser import text_string_to_metric_families
 
     suffixes = {
-        "counter": ("_total", "_created"),
-        "histogram": ("_bucket", "_sum", "_count", "_created"),
-        "summary": ("", "_sum", "_count", "_created"),
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "summary": ("", "_sum", "_count"),
         "gaugehistogram": ("_bucket", "_gsum", "_gcount"),
         "info": ("_info",),
     }

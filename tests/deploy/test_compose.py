@@ -117,3 +117,12 @@ def test_gpu_override_starts_strict_with_a_five_minute_loading_budget(
     service = compose_gpu["services"]["resnet-serve"]
     assert default_of(service["environment"]["RESNET_SERVE_STRICT"]) == "true"
     assert seconds(service["healthcheck"]["start_period"]) == 300
+
+
+def test_build_takes_the_default_model_and_the_models_as_the_service_names_them(
+    compose: dict[str, Any],
+) -> None:
+    args = compose["services"]["resnet-serve"]["build"]["args"]
+    assert args["MODEL"] == "${RESNET_SERVE_DEFAULT_MODEL:-resnet50}"
+    assert args["MODELS"] == "${RESNET_SERVE_MODELS:-${RESNET_SERVE_DEFAULT_MODEL:-resnet50}}"
+    assert {"RESNET_SERVE_DEFAULT_MODEL", "RESNET_SERVE_MODELS"} <= SETTING_VARIABLES

@@ -239,8 +239,8 @@ def test_dashboard_shows_budgets_against_capacity_and_the_running_batch(
         set().union(*(metric_names(t["expr"]) for t in panel.get("targets", [])))
         for panel in all_panels(dashboard)
     ]
-    for budget in ("body_bytes", "decode_bytes"):
-        pair = {f"resnet_serve_{budget}_in_flight", f"resnet_serve_{budget}_budget"}
+    for budget in ("body", "decode"):
+        pair = {f"resnet_serve_{budget}_in_flight_bytes", f"resnet_serve_{budget}_budget_bytes"}
         assert any(pair <= used for used in panel_metrics), f"{budget}: use and budget together"
     assert any("resnet_serve_batch_running_seconds" in used for used in panel_metrics)
 

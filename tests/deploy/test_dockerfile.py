@@ -168,3 +168,28 @@ def test_image_is_labelled_with_version_revision_and_source() -> None:
 def test_image_exposes_http_and_grpc() -> None:
     (exposed,) = [a for op, a in stages()["runtime"] if op == "EXPOSE"]
     assert exposed.split() == ["8000", "8001"]
+
+
+def test_image_serves_its_model_build_argument_by_default() -> None:
+    """As `make serve MODEL=x`: MODEL is exported (MODELS defaults to it) and served by
+    default, and a MODEL the image's models lack fails the build."""
+    exporter_args = [a for op, a in stages()["models-export"] if op == "ARG"]
+    assert "MODEL=resnet50" in exporter_args and "MODELS=${MODEL}" in exporter_args
+    runtime = stages()["runtime"]
+    env = {
+        name: value
+        for op, args in runtime
+        if op == "ENV"
+        for name, _, value in (pair.partition("=") for pair in shlex.split(args))
+    }
+    assert env["RESNET_SERVE_DEFAULT_MODEL"] == "${MODEL}"
+    checks = [a for op, a in runtime if op == "RUN" and "/models/${MODEL}/config.json" in a]
+    assert checks and "exit 1" in checks[0]
+
+
+def test_deploy_doc_names_the_healthcheck_path_the_image_asks() -> None:
+    healthcheck = dict(stages()["runtime"])["HEALTHCHECK"]
+    (path,) = re.findall(r"/health/\w+", healthcheck)
+    doc = (REPO_ROOT / "docs" / "DEPLOY.md").read_text()
+    named = re.findall(r"`HEALTHCHECK`[^.]*?(/health/\w+)", doc)
+    assert named and set(named) == {path}, named

@@ -147,14 +147,28 @@ def test_runtime_serves_the_v2_protocols_on_kserves_ports(
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert server[probe]["httpGet"]["port"] == 8080
     assert server["startupProbe"]["httpGet"]["path"] == "/health/startup"
-    (onnx,) = spec["supportedModelFormats"]
-    assert onnx["name"] == "onnx" and onnx["autoSelect"] is True
+
+
+#: Model formats other runtimes serve (KServe's own and common custom ones): a runtime
+#: that auto-selects one of them takes InferenceServices it was never meant for.
+SHARED_FORMATS = {"onnx", "triton", "tensorflow", "pytorch", "sklearn", "xgboost", "lightgbm"}
+
+
+def test_runtime_claims_only_inference_services_that_ask_for_it(
+    kserve: dict[str, dict[str, Any]],
+) -> None:
+    for model_format in kserve["ClusterServingRuntime"]["spec"]["supportedModelFormats"]:
+        if model_format.get("autoSelect"):
+            assert model_format["name"] not in SHARED_FORMATS, model_format
+    (own,) = kserve["ClusterServingRuntime"]["spec"]["supportedModelFormats"]
+    assert own["name"] == kserve["ClusterServingRuntime"]["metadata"]["name"]
 
 
 def test_inference_service_uses_the_runtime(kserve: dict[str, dict[str, Any]]) -> None:
     model = kserve["InferenceService"]["spec"]["predictor"]["model"]
     assert model["runtime"] == kserve["ClusterServingRuntime"]["metadata"]["name"]
-    assert model["modelFormat"]["name"] == "onnx"
+    formats = kserve["ClusterServingRuntime"]["spec"]["supportedModelFormats"]
+    assert model["modelFormat"]["name"] in {f["name"] for f in formats}
     assert model["protocolVersion"] in kserve["ClusterServingRuntime"]["spec"]["protocolVersions"]
     env = runtime_env(kserve)
     ports = {p["name"]: p["containerPort"] for p in model["ports"]}
@@ -198,3 +212,30 @@ def test_kserve_schemas_are_kserves_kinds() -> None:
     assert spec["additionalProperties"] is False
     isvc = kserve_schema("inferenceservice-v1beta1")
     assert isvc["properties"]["kind"] == {"const": "InferenceService"}
+
+
+# ----------------------------------------------------------------------------- version
+def test_every_object_and_pod_carries_the_release_version(kustomize: Any, tmp_path: Path) -> None:
+    import service
+
+    renders = {
+        overlay: overlay_with(
+            kustomize, tmp_path, overlay, "monitoring", "ingress", "hpa-in-flight"
+        )
+        for overlay in ("cpu", "gpu")
+    }
+    renders["kserve"] = kustomize(KSERVE)
+    renders["kserve files"] = [
+        load_yaml(KSERVE / f) for f in ("clusterservingruntime.yaml", "inferenceservice.yaml")
+    ]
+    for source, objects in renders.items():
+        for obj in objects:
+            where = f"{source}: {obj['kind']} {obj['metadata']['name']}"
+            labels = obj["metadata"].get("labels", {})
+            assert labels.get("app.kubernetes.io/version") == service.__version__, where
+            template = obj.get("spec", {}).get("template")
+            if template is not None:
+                pod = template["metadata"]["labels"]
+                assert pod.get("app.kubernetes.io/version") == service.__version__, where
+            selector = obj.get("spec", {}).get("selector") or {}
+            assert "app.kubernetes.io/version" not in selector.get("matchLabels", selector), where

@@ -1,6 +1,6 @@
 """Bad input over HTTP: each case gets its documented 4xx JSON error, odd images get 200.
 
-The table below is the source of the README's "Limits and errors" section; a test checks
+The table below is the source of docs/LIMITS.md ("Limits and errors"); a test checks
 that it lists every code.
 """
 
@@ -17,7 +17,7 @@ import pytest
 from benchmarks.harness import ServerProcess
 from tests.reliability import images
 
-LIMITS_DOC = Path(__file__).resolve().parents[2] / "README.md"
+LIMITS_DOC = Path(__file__).resolve().parents[2] / "docs" / "LIMITS.md"
 GOOD = images.encode(images.photo_like(), "JPEG")
 GOOD_PNG = images.encode(images.photo_like(), "PNG")
 
@@ -181,7 +181,7 @@ def test_bad_input_does_not_disturb_concurrent_good_requests(server: ServerProce
 def test_limits_doc_lists_every_case_and_code() -> None:
     text = LIMITS_DOC.read_text(encoding="utf-8")
     for case, (_, status, code) in BAD.items():
-        assert case in text, f"README lacks the case {case!r}"
-        assert f"{status} `{code}`" in text, f"README lacks {status} `{code}`"
+        assert case in text, f"docs/LIMITS.md lacks the case {case!r}"
+        assert f"{status} `{code}`" in text, f"docs/LIMITS.md lacks {status} `{code}`"
     for name in images.ODD_VALID:
-        assert name in text, f"README lacks the odd-but-valid image {name!r}"
+        assert name in text, f"docs/LIMITS.md lacks the odd-but-valid image {name!r}"

@@ -224,8 +224,8 @@ def test_hostile_clients_cannot_exhaust_memory_or_harm_valid_requests(
     deadline = time.monotonic() + 10
     while srv.metric("resnet_serve_in_flight_requests") and time.monotonic() < deadline:
         time.sleep(0.05)  # hung-up requests finish cancelling
-    assert srv.metric("resnet_serve_body_bytes_in_flight") == 0
-    assert srv.metric("resnet_serve_decode_bytes_in_flight") == 0
+    assert srv.metric("resnet_serve_body_in_flight_bytes") == 0
+    assert srv.metric("resnet_serve_decode_in_flight_bytes") == 0
     assert srv.metric("resnet_serve_in_flight_requests") == 0
     assert srv.metric("resnet_serve_requests_total", code="500") == 0
     log = srv.logs()
