@@ -404,6 +404,7 @@ class Settings(BaseSettings):
                 "be able to load or unload models"
             ]
         return []
+
     def model_names(self) -> tuple[str, ...] | None:
         """The models to serve, in the order given; None: every model of the repository."""
         if self.models is None:
