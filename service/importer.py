@@ -80,13 +80,12 @@ def read_labels(path: Path) -> tuple[str, ...]:
 
 def static_crop(path: Path) -> int | None:
     """The model's fixed input height, when it has one (the default crop)."""
-    import onnxruntime as ort
+    from service.engines.onnxruntime import graph_signature
 
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        inputs, outputs = graph_signature(path)
     except Exception as exc:
         raise ImportRefused(f"{path}: ONNX Runtime cannot load it: {exc}") from None
-    inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or not outputs:
         raise ImportRefused(
             f"{path}: has {len(inputs)} inputs and {len(outputs)} outputs; an image "
@@ -110,12 +109,14 @@ def static_crop(path: Path) -> int | None:
 
 def check_model(path: Path, crop: int) -> Checked:
     """Load and run it with the serving engine on the CPU, as the server would."""
-    from service.engines.onnxruntime import OnnxRuntimeEngine
+    from service.engines import EngineOptions, load_engine
 
     fixed = static_crop(path)
     if fixed is not None and fixed != crop:
         raise ImportRefused(f"{path}: the model takes {fixed}x{fixed} images but --crop is {crop}")
-    engine = OnnxRuntimeEngine(path, providers=("CPUExecutionProvider",), device="cpu", threads=1)
+    engine = load_engine(
+        "onnx", path, EngineOptions(threads=1), providers=("CPUExecutionProvider",), device="cpu"
+    )
     try:
         try:
             logits = engine.run(np.zeros((1, 3, crop, crop), dtype=np.float32))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,28 @@ class OnnxRuntimeEngine:
     def close(self) -> None:
         self._fixed.clear()
         del self._session
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output as ONNX Runtime reads it (a dimension may be symbolic)."""
+
+    name: str
+    type: str
+    shape: tuple[int | str | None, ...]
+
+
+def graph_signature(artifact: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The graph's (inputs, outputs), read with a bare CPU session: how tools that check
+    an artifact (the importer) see it, through the one module that opens ONNX files."""
+    import onnxruntime as ort
+
+    session = _probe_session(ort, artifact)
+
+    def specs(nodes: Any) -> list[TensorSpec]:
+        return [TensorSpec(n.name, n.type, tuple(n.shape)) for n in nodes]
+
+    return specs(session.get_inputs()), specs(session.get_outputs())
 
 
 def _probe_session(ort: Any, artifact: Path) -> Any:
