@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.api.health import startup_problems
 from service.errors import ModelLoadFailed
 from service.gate import compare, golden_images
 from service.golden import Bound
 from service.metrics import Metrics
 from service.pool import ModelPool
+from service.readiness import Readiness
 from service.repository import Preprocessing, scan_repository, sha256_file
 from service.settings import Settings
 
@@ -94,7 +94,7 @@ def test_a_wrong_recipe_config_is_refused_at_start_up_and_strict_mode_sees_it(
     assert (model.status, model.gate) == ("failed", "refused")
     assert "refused by the correctness gate" in (model.error or "")
     assert not model.serving
-    problems = startup_problems(pool, pool.settings)
+    problems = Readiness(pool, pool.settings).startup_problems()
     assert "correctness gate" in problems[f"{MODEL}:1"]
     (state,) = pool.index()
     assert state.triton_state == "UNAVAILABLE" and "correctness gate" in state.reason
