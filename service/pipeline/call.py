@@ -136,16 +136,3 @@ class Outcome:
     model: ServedModel
     logits: npt.NDArray[np.float32]
     timings: Timings
-
-
-__all__ = [
-    "BodyParser",
-    "Call",
-    "Door",
-    "EncodedImage",
-    "Head",
-    "Inputs",
-    "Outcome",
-    "Parsed",
-    "Timings",
-]

@@ -150,6 +150,16 @@ def _v2_inputs(module: Any, images: tuple[bytes, ...]) -> list[Any]:
     return [tensor]
 
 
+def _v2_headers(ask: Ask) -> dict[str, str]:
+    """The call's key, request id and trace context as V2 clients send them."""
+    headers = {"x-api-key": ask.key} if ask.key is not None else {}
+    if ask.request_id:
+        headers["x-request-id"] = ask.request_id
+    if ask.traceparent:
+        headers["traceparent"] = ask.traceparent
+    return headers
+
+
 def _top5(logits: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argsort(-logits[0], kind="stable")[:5])
 
@@ -161,11 +171,7 @@ class V2Rest(Door):
         self.client = httpclient.InferenceServerClient(address, network_timeout=30)
 
     def call(self, ask: Ask) -> Answer:
-        headers = {"x-api-key": ask.key} if ask.key is not None else {}
-        if ask.request_id:
-            headers["x-request-id"] = ask.request_id
-        if ask.traceparent:
-            headers["traceparent"] = ask.traceparent
+        headers = _v2_headers(ask)
         try:
             result = self.client.infer(
                 ask.model,
@@ -190,11 +196,7 @@ class V2Grpc(Door):
         self.client = grpcclient.InferenceServerClient(address)
 
     def call(self, ask: Ask) -> Answer:
-        headers = {"x-api-key": ask.key} if ask.key is not None else {}
-        if ask.request_id:
-            headers["x-request-id"] = ask.request_id
-        if ask.traceparent:
-            headers["traceparent"] = ask.traceparent
+        headers = _v2_headers(ask)
         try:
             result = self.client.infer(
                 ask.model,

@@ -38,9 +38,7 @@ def images(*data: bytes | EncodedImage, **call: object) -> LocalCall:
 def make_pipeline(tmp_path: Path, **overrides: object) -> tuple[Pipeline, FakeEngine]:
     settings = Settings(repository=tmp_path, warmup=False, decode_threads=2, **overrides)
     pool, engines = fake_pool(tmp_path, settings)
-    return Pipeline(pool, settings, pool.metrics), engines.setdefault(
-        "fake", FakeEngine()
-    )
+    return Pipeline(pool, settings, pool.metrics), engines.setdefault("fake", FakeEngine())
 
 
 def sample(pipeline: Pipeline, name: str, **labels: str) -> float:
