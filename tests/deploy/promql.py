@@ -146,6 +146,8 @@ def defined_series() -> dict[str, set[str]]:
             labels = set(metric._labelnames)
             if metric._type == "histogram":
                 labels.add("le")
+            if metric._type == "stateset":  # an Enum: its state is a label of its own name
+                labels.add(metric._name)
             for name in series:
                 if name == metric._name or name.startswith(metric._name + "_"):
                     series[name] |= labels
