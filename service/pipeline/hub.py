@@ -61,6 +61,8 @@ T = TypeVar("T")
 #: Metric label values of a request whose model could not be resolved: an unknown name
 #: must never become a label value (unbounded cardinality).
 UNRESOLVED = ("_unknown", "")
+#: Longest model name looked up (and so echoed in an error): repository folder names.
+MAX_MODEL_NAME = 255
 
 
 def parse_version(text: str | None) -> int | None:
@@ -120,6 +122,10 @@ class Pipeline:
 
     def resolve(self, model: str | None, version: str | int | None) -> ServedModel:
         """The served version a name and an optional version (text or number) ask for."""
+        if model is not None and len(model) > MAX_MODEL_NAME:
+            raise UnknownModel(
+                f"model name of {len(model)} characters; names have at most {MAX_MODEL_NAME}"
+            )
         number = version if isinstance(version, int) else parse_version(version)
         return self.models.get(model, number)
 
@@ -180,7 +186,7 @@ class Pipeline:
         """Labels for a call refused before its version is known: the model's default
         version when the name exists, else :data:`UNRESOLVED`."""
         try:
-            return self.models.get(model).key
+            return self.resolve(model, None).key
         except UnknownModel:
             return UNRESOLVED
 
