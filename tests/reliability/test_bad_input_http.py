@@ -86,6 +86,11 @@ BAD: dict[str, tuple[dict[str, Any], int, str]] = {
         "unknown_model",
     ),
     "unknown version": ({**files("a.jpg", GOOD), "params": {"version": 99}}, 404, "unknown_model"),
+    "version not a positive integer": (
+        {**files("a.jpg", GOOD), "params": {"version": "x1"}},
+        404,
+        "unknown_model",
+    ),
     "top_k 0": ({**files("a.jpg", GOOD), "params": {"top_k": 0}}, 422, "invalid_parameter"),
     "top_k 101": ({**files("a.jpg", GOOD), "params": {"top_k": 101}}, 422, "invalid_parameter"),
     "top_k not a number": (
