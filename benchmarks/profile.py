@@ -74,6 +74,24 @@ def attribute(raw: Path) -> Counter[str]:
     return counts
 
 
+def top_frames(raw: Path, count: int) -> tuple[list[tuple[str, int]], int]:
+    """The innermost frames of busy stacks (self time) by samples, and all busy samples.
+
+    A frame is shown without its line number, so one function's samples add up; Python
+    frames carry their file, native ones their library.
+    """
+    frames: Counter[str] = Counter()
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if not stack or not samples.isdigit():
+            continue
+        parts = stack.split(";")
+        if stage_of(parts) == "idle":
+            continue
+        frames[re.sub(r":\d+\)$", ")", parts[-1])] += int(samples)
+    return frames.most_common(count), sum(frames.values())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__)
     parser.add_argument("--model", default="resnet50")
@@ -83,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     parser.add_argument("--set", dest="settings", action="append", type=_setting, default=[])
     parser.add_argument("--out", type=Path, default=Path(".cache/profile"))
+    parser.add_argument("--top", type=int, default=20, help="innermost frames to list")
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists():
@@ -130,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     per_image_ms = server_cpu_s * 1000 / images
     for stage, count in counts.most_common():
         print(f"{stage:<24}{count / busy:>14.1%}{count / busy * per_image_ms:>14.2f}")
+    frames, busy_frames = top_frames(raw, args.top)
+    print(f"\ntop {args.top} frames by self time (share of busy samples, CPU ms/image):")
+    for frame, count in frames:
+        share = count / max(busy_frames, 1)
+        print(f"{share:>7.1%} {share * per_image_ms:>7.2f}  {frame[:110]}")
     return 0
 
 

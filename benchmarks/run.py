@@ -121,6 +121,12 @@ def _notes(results: dict[str, Any], plan: Plan) -> None:
         "vs own engine time: minus the engine time of the same requests inside the server, "
         "measured in the same moment; in brackets, the image decode it includes."
     )
+    if results["doors"]:
+        notes.append(
+            "front doors: goodput (img/s of 200/OK answers); x engine limit: over bare ONNX "
+            "Runtime at its best batch, this run; client CPU: the load generator's own CPU "
+            "time per request (all its threads) and its share of the machine."
+        )
     if plan.off_concurrency:
         notes.append(
             "batching on / off: img/s at the same concurrency (>= 16) with "

@@ -32,6 +32,11 @@ class TransportError(Exception):
     """The connection closed, timed out or answered something that is not HTTP/1.1."""
 
 
+class StaleConnection(TransportError):
+    """A kept-alive connection closed before any byte of the next answer: the server
+    dropped it while idle (uvicorn does after 5 s), so the request can go on a new one."""
+
+
 def http_request(
     authority: str, path: str, body: bytes, headers: Mapping[str, str] | None = None
 ) -> bytes:
@@ -54,6 +59,8 @@ class HttpConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
         self._body: list[bytes] = []
+        self._receiving = False
+        self.answered = 0
         self.open = False
         self.lost = asyncio.get_running_loop().create_future()
 
@@ -64,6 +71,7 @@ class HttpConnection(asyncio.Protocol):
         self.open = True
 
     def data_received(self, data: bytes) -> None:
+        self._receiving = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -74,7 +82,8 @@ class HttpConnection(asyncio.Protocol):
         self.open = False
         if not self.lost.done():
             self.lost.set_result(None)
-        self._fail(TransportError(f"connection closed: {exc or 'by the server'}"))
+        kind = StaleConnection if self.answered and not self._receiving else TransportError
+        self._fail(kind(f"connection closed: {exc or 'by the server'}"))
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -84,6 +93,8 @@ class HttpConnection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._receiving = False
+        self.answered += 1
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result((self._parser.get_status_code(), b"".join(self._body)))
@@ -97,7 +108,7 @@ class HttpConnection(asyncio.Protocol):
 
     async def request(self, data: bytes) -> tuple[int, bytes]:
         if self._transport is None or not self.open:
-            raise TransportError("connection is not open")
+            raise StaleConnection("connection is not open")
         self._waiter = asyncio.get_running_loop().create_future()
         self._transport.write(data)
         return await self._waiter
@@ -125,20 +136,29 @@ class HttpPool:
 
     async def request(self, data: bytes) -> tuple[int, bytes]:
         """Status and body of one request; raises :class:`TransportError` (or
-        ``TimeoutError`` after ``timeout_s``), and then the connection is dropped."""
-        connection = self._idle.pop() if self._idle else None
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                if connection is None:
-                    connection = await self._connect()
-                answer = await connection.request(data)
-        except BaseException:
-            if connection is not None:
-                connection.close()  # the pool's aclose still waits for it to go
-            raise
-        if connection.open:
-            self._idle.append(connection)
-        return answer
+        ``TimeoutError`` after ``timeout_s``), and then the connection is dropped. A
+        kept-alive connection the server closed while idle is replaced, not an error."""
+        async with asyncio.timeout(self.timeout_s):
+            while True:
+                connection = self._idle.pop() if self._idle else None
+                reused = connection is not None
+                try:
+                    if connection is None:
+                        connection = await self._connect()
+                    answer = await connection.request(data)
+                except StaleConnection:
+                    assert connection is not None
+                    connection.close()
+                    if reused:
+                        continue
+                    raise
+                except BaseException:
+                    if connection is not None:
+                        connection.close()  # the pool's aclose still waits for it to go
+                    raise
+                if connection.open:
+                    self._idle.append(connection)
+                return answer
 
     async def aclose(self) -> None:
         """Closes every connection and waits until the loop has let go of them."""

@@ -104,6 +104,30 @@ def test_connection_close_answer_opens_a_new_connection_next_time() -> None:
     asyncio.run(main())
 
 
+def test_keep_alive_connection_the_server_dropped_while_idle_is_replaced() -> None:
+    """uvicorn closes a keep-alive connection idle for 5 s: not the request's fault."""
+
+    async def answer_then_drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()  # no Connection: close header: the client learns it on its next use
+
+    async def main() -> None:
+        async with _server(answer_then_drop) as (port, accepted):
+            pool = wire.HttpPool("127.0.0.1", port, timeout_s=5)
+            data = wire.http_request(pool.authority, "/", b"a")
+            try:
+                assert await pool.request(data) == (200, b"ok")
+                await asyncio.sleep(0.1)  # the close arrives while the connection is idle
+                assert await pool.request(data) == (200, b"ok")
+            finally:
+                await pool.aclose()
+            assert len(accepted) == 2
+
+    asyncio.run(main())
+
+
 def test_server_hanging_up_mid_request_is_a_transport_error() -> None:
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
