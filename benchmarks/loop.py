@@ -32,7 +32,7 @@ class LoadBudget:
     #: A worker whose request failed waits this long before its next one: refusals come
     #: back at once (gRPC past the server's concurrent-call limit), and a closed loop
     #: re-sending them at once would spend the machine's CPU on errors.
-    error_pause_s: float = 0.25
+    error_pause_s: float = 1.0
 
 
 @dataclass

@@ -74,6 +74,7 @@ def test_quick_run_figures_are_positive_and_consistent(quick_results: tuple[dict
         batch_cap = row["concurrency"] if row["batching"] == "on" else 1
         assert 1 <= row["mean_batch_size"] <= batch_cap
         assert row["client_cpu_share"] > 0 and row["server_cpu_share"] > 0
+        assert row["client_cpu_ms_per_request"] > 0
         assert row["cpu_ms_per_image"] > 0
         assert 0 < row["measured"] <= row["requests"]
     (ratio,) = results["ratios"]
