@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         if sections & {"doors", "triton", "phone"}:
             run_side_by_side(
                 plan, args.repository, models, small, photos_12mp, tmp, results,
-                with_triton="triton" in sections,
+                sections=sections,
             )  # fmt: skip
     results["ratios"] = report.ratios(results)
     results["side_by_side"] = report_doors.summary(results)

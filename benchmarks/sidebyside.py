@@ -45,9 +45,12 @@ def run_side_by_side(
     tmp: Path,
     results: dict[str, Any],
     *,
-    with_triton: bool,
+    sections: set[str],
 ) -> None:
-    """Fills ``results["doors"]``, ``results["triton"]`` and ``results["phone"]``."""
+    """Fills ``results["doors"]``, ``results["triton"]`` and ``results["phone"]``, for the
+    ``sections`` asked (``doors``: ours; ``triton``: Triton's; ``phone``: 12 MP photos
+    through both, when ``photos`` are given)."""
+    with_triton = "triton" in sections
     python = plan.triton_python
     triton_version = triton.version(python) if with_triton else None
     results["triton_version"] = triton_version
@@ -58,16 +61,20 @@ def run_side_by_side(
         )
     max_pixels = plan.server_base_settings().max_image_pixels
     for index, model in enumerate(models):
-        workloads = [doors.Workload("small", small, doors.DOORS, plan.doors_concurrency)]
+        workloads = []
+        if sections & {"doors", "triton"}:
+            workloads.append(doors.Workload("small", small, doors.DOORS, plan.doors_concurrency))
         if photos and index == 0:
             _phone_limit(plan, model, photos, results)
             workloads.append(doors.Workload("phone", photos, PHONE_DOORS, [plan.phone_concurrency]))
         name = label(*model)
-        if plan.time_left(f"front doors {name}"):
+        # Our server takes the small images only when its doors were asked for.
+        workloads_ours = [w for w in workloads if w.name != "small" or "doors" in sections]
+        if workloads_ours and plan.time_left(f"front doors {name}"):
             ours = doors.run_doors(
                 repository,
                 model,
-                workloads,
+                workloads_ours,
                 tmp / f"server-doors-{index}.log",
                 settings=plan.server_settings,
                 max_pixels=max_pixels,
@@ -77,7 +84,7 @@ def run_side_by_side(
             )
             results["doors"] += ours.get("small", [])
             results["phone"]["rows"] += ours.get("phone", [])
-        if triton_version and plan.time_left(f"triton {name}"):
+        if triton_version and workloads and plan.time_left(f"triton {name}"):
             theirs = triton.run_triton(
                 python,
                 repository,
