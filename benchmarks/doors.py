@@ -20,8 +20,8 @@ HTTP/2 channel for gRPC.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,8 @@ class Target:
     model: str
     version: int
     probe: http.Probe
+    #: The doors this server has (Triton: the V2 ones).
+    doors: tuple[Door, ...] = DOORS
 
 
 def _grpc_sender(
@@ -217,30 +219,61 @@ class Workload:
     images: list[Path]
     doors: Sequence[Door]
     concurrency: Sequence[int]
+    #: The servers (``Target.server``) it goes to; None: every target.
+    servers: tuple[str, ...] | None = None
 
 
 def run_workloads(
-    target: Target,
-    entry: ModelEntry,
+    targets: Sequence[Target],
+    model: tuple[ModelEntry, ModelVersion],
     workloads: Sequence[Workload],
     *,
     max_pixels: int,
     budget: http.LoadBudget,
     time_left: Callable[[str], bool] = lambda _: True,
-) -> dict[str, list[dict[str, Any]]]:
-    """Each workload's rows, measured on a server already up (``target``)."""
-    out: dict[str, list[dict[str, Any]]] = {}
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Rows per server and workload, on servers already up, **interleaved**: at each
+    level every server takes its doors in turn before the next level starts, so on a
+    shared machine the figures compared (ours and Triton's at one level) are seconds
+    apart, not minutes."""
+    entry, version = model
+    rows: dict[str, dict[str, list[tuple[Door, http.LevelResult]]]] = {
+        t.server: {w.name: [] for w in workloads} for t in targets
+    }
     for work in workloads:
         fp32 = any(d.input == "FP32" for d in work.doors)
-        requests = build_requests(entry, target.version, work.images, max_pixels, fp32=fp32)
-        rows: list[tuple[Door, http.LevelResult]] = []
-        on_row = printer(target.server, rows)
-        run = measure(
-            target, requests, work.doors, work.concurrency, budget, on_row, time_left=time_left
-        )
-        uvloop.run(run)
-        out[work.name] = rows_with_ratios(rows, server=target.server)
-    return out
+        number = version.info.version
+        requests = build_requests(entry, number, work.images, max_pixels, fp32=fp32)
+        for level in work.concurrency:
+            for target in targets:
+                if work.servers is not None and target.server not in work.servers:
+                    continue
+                here = [d for d in work.doors if d in target.doors]
+                on_row = printer(target.server, rows[target.server][work.name])
+                run = measure(target, requests, here, [level], budget, on_row, time_left=time_left)
+                uvloop.run(run)
+    return {
+        server: {name: rows_with_ratios(r, server=server) for name, r in by_work.items()}
+        for server, by_work in rows.items()
+    }
+
+
+@contextmanager
+def our_server(
+    repository: Path,
+    model: tuple[ModelEntry, ModelVersion],
+    log: Path,
+    *,
+    settings: dict[str, str],
+    cpus: str | None = None,
+) -> Iterator[Target]:
+    """One of our servers serving ``model``, as a load target."""
+    entry, version = model
+    name, number = entry.config.name, version.info.version
+    quiet: dict[str, Any] = {"log_level": "warning", **settings}
+    with ServerProcess(repository, log, cpus=cpus, **quiet) as server:
+        probe = http.ServiceProbe(server, http.model_labels(name, number))
+        yield Target(OURS, server.port, server.grpc_port, name, number, probe)
 
 
 def run_doors(
@@ -256,13 +289,8 @@ def run_doors(
     time_left: Callable[[str], bool] = lambda _: True,
 ) -> dict[str, list[dict[str, Any]]]:
     """Every workload against one of our servers serving ``model``."""
-    entry, version = model
-    name, number = entry.config.name, version.info.version
-    print(f"== {OURS} {label(entry, version)}", flush=True)
-    quiet: dict[str, Any] = {"log_level": "warning", **settings}
-    with ServerProcess(repository, log, cpus=cpus, **quiet) as server:
-        probe = http.ServiceProbe(server, http.model_labels(name, number))
-        target = Target(OURS, server.port, server.grpc_port, name, number, probe)
+    print(f"== {OURS} {label(*model)}", flush=True)
+    with our_server(repository, model, log, settings=settings, cpus=cpus) as target:
         return run_workloads(
-            target, entry, workloads, max_pixels=max_pixels, budget=budget, time_left=time_left
-        )
+            [target], model, workloads, max_pixels=max_pixels, budget=budget, time_left=time_left
+        )[OURS]

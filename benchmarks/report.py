@@ -118,6 +118,8 @@ def headline(results: dict[str, Any]) -> list[str]:
                 ),
             ]
         )
+    if not rows:  # the /classify section did not run: only the doors' table
+        return report_doors.headline(results)
     lines = table(
         [
             "model",

@@ -1,16 +1,19 @@
 """Our front doors and Triton's, per model, and the phone-photo workload, in one run.
 
-For each model: one of our servers takes every door at every level (small JPEGs),
-then, on the first model, the 12 MP phone photos through the JPEG doors; then Triton
-(through PyTriton, the same ONNX file and preprocessing: :mod:`benchmarks.triton`)
-takes the same requests through its V2 REST and gRPC doors. One load generator for
-all (:mod:`benchmarks.http`), so every figure is comparable, and every row carries the
-generator's own CPU per request. Ratios to the engine limit and between the servers
-are worked out by :mod:`benchmarks.report_sbs` from the rows.
+For each model, our server and Triton (through PyTriton, the same ONNX file and
+preprocessing: :mod:`benchmarks.triton`) are both started, then take the same requests
+level by level, interleaved (:func:`benchmarks.doors.run_workloads`): every door of ours
+and Triton's V2 REST and gRPC doors at one level, then the next level; small JPEGs, then,
+on the first model, the 12 MP phone photos through the JPEG doors. An idle server costs
+next to no CPU, and on a shared machine interleaving keeps the figures compared seconds
+apart. One load generator for all (:mod:`benchmarks.http`), so every figure is
+comparable, and every row carries the generator's own CPU per request. Ratios to the
+engine limit and between the servers are worked out by :mod:`benchmarks.report_doors`.
 """
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -62,38 +65,42 @@ def run_side_by_side(
     max_pixels = plan.server_base_settings().max_image_pixels
     for index, model in enumerate(models):
         workloads = []
-        if sections & {"doors", "triton"}:
-            workloads.append(doors.Workload("small", small, doors.DOORS, plan.doors_concurrency))
+        small_on = tuple(
+            server for server, section in ((doors.OURS, "doors"), (triton.TRITON, "triton"))
+            if section in sections
+        )  # fmt: skip
+        if small_on:
+            levels = plan.doors_concurrency
+            workloads.append(doors.Workload("small", small, doors.DOORS, levels, small_on))
         if photos and index == 0:
             _phone_limit(plan, model, photos, results)
             workloads.append(doors.Workload("phone", photos, PHONE_DOORS, [plan.phone_concurrency]))
         name = label(*model)
-        # Our server takes the small images only when its doors were asked for.
-        workloads_ours = [w for w in workloads if w.name != "small" or "doors" in sections]
-        if workloads_ours and plan.time_left(f"front doors {name}"):
-            ours = doors.run_doors(
-                repository,
-                model,
-                workloads_ours,
-                tmp / f"server-doors-{index}.log",
-                settings=plan.server_settings,
-                max_pixels=max_pixels,
-                budget=plan.doors_budget,
-                cpus=plan.server_cpus,
-                time_left=plan.time_left,
-            )
-            results["doors"] += ours.get("small", [])
-            results["phone"]["rows"] += ours.get("phone", [])
-        if triton_version and workloads and plan.time_left(f"triton {name}"):
-            theirs = triton.run_triton(
-                python,
-                repository,
+        targets = []
+        with ExitStack() as stack:
+            if (photos or "doors" in sections) and plan.time_left(f"front doors {name}"):
+                log = tmp / f"server-doors-{index}.log"
+                settings, cpus = plan.server_settings, plan.server_cpus
+                ours = doors.our_server(repository, model, log, settings=settings, cpus=cpus)
+                targets.append(stack.enter_context(ours))
+            if triton_version and workloads and plan.time_left(f"triton {name}"):
+                log = tmp / f"triton-{index}.log"
+                targets.append(
+                    stack.enter_context(triton.triton_server(python, repository, model, log))
+                )
+            servers = " and ".join(t.server for t in targets)
+            print(f"== {servers}, {name}: levels interleaved", flush=True)
+            rows = doors.run_workloads(
+                targets,
                 model,
                 workloads,
-                tmp / f"triton-{index}.log",
                 max_pixels=max_pixels,
                 budget=plan.doors_budget,
                 time_left=plan.time_left,
             )
-            results["triton"] += theirs.get("small", [])
-            results["phone"]["rows"] += theirs.get("phone", [])
+        ours_rows = rows.get(doors.OURS, {})
+        results["doors"] += ours_rows.get("small", [])
+        results["phone"]["rows"] += ours_rows.get("phone", [])
+        theirs = rows.get(triton.TRITON, {})
+        results["triton"] += theirs.get("small", [])
+        results["phone"]["rows"] += theirs.get("phone", [])

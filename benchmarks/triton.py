@@ -24,7 +24,8 @@ import signal
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -152,6 +153,18 @@ class TritonProbe:
         )
 
 
+@contextmanager
+def triton_server(
+    python: Path, repository: Path, model: tuple[ModelEntry, ModelVersion], log: Path
+) -> Iterator[doors.Target]:
+    """Triton serving ``model`` through PyTriton, as a load target (its V2 doors)."""
+    entry, chosen = model
+    name, number = entry.config.name, chosen.info.version
+    with TritonProcess(python, repository, name, number, log) as triton:
+        probe = TritonProbe(triton)
+        yield doors.Target(TRITON, triton.http_port, triton.grpc_port, name, number, probe, DOORS)
+
+
 def run_triton(
     python: Path,
     repository: Path,
@@ -163,21 +176,12 @@ def run_triton(
     budget: http.LoadBudget,
     time_left: Callable[[str], bool] = lambda _: True,
 ) -> dict[str, list[dict[str, Any]]]:
-    """The workloads through Triton's doors (those of :data:`DOORS` they name)."""
-    entry, chosen = model
-    name, number = entry.config.name, chosen.info.version
-    print(f"== {TRITON} (PyTriton {version(python)}) {label(entry, chosen)}", flush=True)
-    mine = [
-        doors.Workload(w.name, w.images, [d for d in w.doors if d in DOORS], w.concurrency)
-        for w in workloads
-    ]
-    with TritonProcess(python, repository, name, number, log) as triton:
-        target = doors.Target(
-            TRITON, triton.http_port, triton.grpc_port, name, number, TritonProbe(triton)
-        )
+    """The workloads through Triton's doors alone (those of :data:`DOORS` they name)."""
+    print(f"== {TRITON} (PyTriton {version(python)}) {label(*model)}", flush=True)
+    with triton_server(python, repository, model, log) as target:
         return doors.run_workloads(
-            target, entry, mine, max_pixels=max_pixels, budget=budget, time_left=time_left
-        )
+            [target], model, workloads, max_pixels=max_pixels, budget=budget, time_left=time_left
+        )[TRITON]
 
 
 def main(argv: list[str] | None = None) -> int:
