@@ -31,7 +31,7 @@ GRPC_PORT ?= 8001
 comma := ,
 MODEL_LIST := $(subst $(comma), ,$(MODELS))
 
-.PHONY: install serve model test lint bench loadtest clean clean-export
+.PHONY: install serve model test lint bench triton-env loadtest clean clean-export
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -80,11 +80,17 @@ lint: install
 	$(BIN)/ruff format --check service
 	$(BIN)/mypy
 
-# Engine limit vs the service over HTTP, one run (< 10 min on 2 cores); writes
-# benchmarks/results/<machine>-<date>.md/.json. E.g. BENCH_ARGS="--quick". docs/BENCHMARKS.md
+# Engine limit, every front door at concurrency 1..128, Triton beside them (when
+# `make triton-env` was run once) and 12 MP phone photos, with a load generator whose own
+# CPU is reported; writes benchmarks/results/<machine>-<date>.md/.json. About 20 min on
+# 2 cores; BENCH_ARGS="--quick" checks the harness in about a minute. docs/BENCHMARKS.md
 BENCH_ARGS ?=
 bench: install
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# PyTriton (Triton 2.51) in its own venv under .cache/: it needs numpy<2, we run numpy 2.
+triton-env: install
+	$(BIN)/python -m benchmarks.triton --setup
 
 # Locust, headless, against a running server (local by default; HOST_URL for a deployed
 # one). CSVs go to .cache/loadtest/. E.g. LOCUST_ARGS="--model resnet18 --images-per-request 4"

@@ -2,51 +2,51 @@
 
 Why: the V2 doors (REST and gRPC, JPEG bytes or preprocessed FP32 pixels) share the
 pipeline and batcher with ``/classify``; what differs is the protocol work around them.
-Measuring them one after the other on one server, with the same images, concurrency,
-loop, window and CPU accounting (:func:`benchmarks.http.closed_loop`), makes their
-img/s directly comparable: each door's ratio is over ``/classify``'s of the same run.
+Measuring them on one server, with the same images, concurrency, loop, window and CPU
+accounting (:func:`benchmarks.http.closed_loop`), makes their img/s directly
+comparable; at each concurrency the doors run one after the other, so drifting load
+on a shared machine touches them alike. Triton (:mod:`benchmarks.triton`) is measured
+through the same requests and senders.
 
 Every request carries one image and asks for the top class only (``top_k=1``, the
-classification extension with ``k = 1``), so answers are equally small. Client CPU is
-kept low the same way for every door: every request is built once, up front (multipart
-bodies; tritonclient's own binary-extension bodies; protobuf messages with
-``raw_input_contents``; FP32 pixels preprocessed once with the model's own
-:class:`~service.preprocess.Preprocessor`), so a request costs the client only its
-protocol: one HTTP/1.1 connection per worker, one shared HTTP/2 channel for gRPC.
+classification extension with ``k = 1``), so answers are equally small. Every request
+is built once, up front, as the bytes the client writes (multipart and raw bodies;
+tritonclient's own binary-extension bodies; serialised protobuf ``ModelInferRequest``
+with ``raw_input_contents``; FP32 pixels preprocessed once with the model's own
+:class:`~service.preprocess.Preprocessor`): a request costs the client only its
+transport (:mod:`benchmarks.wire`), one HTTP/1.1 connection per worker and one shared
+HTTP/2 channel for gRPC.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
-import numpy as np
-import numpy.typing as npt
-import tritonclient.http as triton_http
-from tritonclient.grpc import service_pb2, service_pb2_grpc
-from tritonclient.utils import serialize_byte_tensor
+import uvloop
 
-from benchmarks import http
+from benchmarks import http, wire
+
+# Re-exported (callers and tests use doors.build_requests): the requests' own module.
+from benchmarks.door_requests import OUTPUT as OUTPUT
+from benchmarks.door_requests import Requests as Requests
+from benchmarks.door_requests import build_requests as build_requests
 from benchmarks.harness import ServerProcess
 from benchmarks.inputs import label
-from service.preprocess import Limits, Preprocessor
 from service.repository import ModelEntry, ModelVersion
 
-#: The output every V2 door asks for, as a top-1 classification (like ``top_k=1``).
-OUTPUT = "probabilities"
-GRPC_METHOD_TIMEOUT_S = 60.0
+OURS = "resnet-serve"
 
 
 @dataclass(frozen=True)
 class Door:
     """One way in: the protocol (``door``, the metrics' ``protocol`` label) and what the
-    client sends (``input``: ``JPEG`` multipart, ``BYTES`` encoded image, ``FP32``)."""
+    client sends (``input``: a ``multipart`` or ``raw`` JPEG body, a ``BYTES`` tensor
+    holding the encoded image, ``FP32`` pixels)."""
 
     door: str
     input: str
@@ -56,112 +56,40 @@ class Door:
         return f"{self.door} {self.input}"
 
 
-CLASSIFY = Door("classify", "JPEG")
+CLASSIFY = Door("classify", "multipart")
+CLASSIFY_RAW = Door("classify", "raw")
+V2_REST_BYTES = Door("v2-rest", "BYTES")
+V2_GRPC_BYTES = Door("v2-grpc", "BYTES")
 DOORS = (
     CLASSIFY,
-    Door("v2-rest", "BYTES"),
+    CLASSIFY_RAW,
+    V2_REST_BYTES,
     Door("v2-rest", "FP32"),
-    Door("v2-grpc", "BYTES"),
+    V2_GRPC_BYTES,
     Door("v2-grpc", "FP32"),
 )
 
 
 @dataclass(frozen=True)
-class Requests:
-    """Every door's requests for the same images, built before any load starts."""
+class Target:
+    """Where the load goes: a server's ports, the model asked for, its counters."""
 
-    multipart: list[http.Body]
-    rest: dict[str, list[tuple[bytes, int]]]  # input -> (body, JSON header size)
-    grpc: dict[str, list[service_pb2.ModelInferRequest]]
-
-
-def _arrays(
-    entry: ModelEntry, jpegs: list[bytes], max_pixels: int
-) -> dict[str, list[npt.NDArray[Any]]]:
-    """Per V2 input, one batch-of-one array per image: the JPEG as a ``[1, 1]`` BYTES
-    tensor, and its pixels preprocessed by the model's own recipe as ``[1, 3, H, W]``."""
-    pre = Preprocessor(entry.config.preprocessing, Limits(max_pixels=max_pixels))
-    return {
-        "BYTES": [np.array([[data]], dtype=np.object_) for data in jpegs],
-        "FP32": [pre(data)[np.newaxis] for data in jpegs],
-    }
-
-
-def _rest_body(name: str, datatype: str, array: npt.NDArray[Any]) -> tuple[bytes, int]:
-    """The body ``tritonclient.http`` itself sends (binary tensor data extension)."""
-    tensor = triton_http.InferInput(name, list(array.shape), datatype)
-    tensor.set_data_from_numpy(array, binary_data=True)
-    top1 = triton_http.InferRequestedOutput(OUTPUT, binary_data=False, class_count=1)
-    body, json_size = triton_http.InferenceServerClient.generate_request_body(
-        [tensor], outputs=[top1]
-    )
-    return bytes(body), int(json_size)
-
-
-def _grpc_request(
-    model: str, version: int, name: str, datatype: str, array: npt.NDArray[Any]
-) -> service_pb2.ModelInferRequest:
-    """A ModelInfer request as tritonclient.grpc builds it: the tensor's bytes in
-    ``raw_input_contents`` (BYTES elements length-prefixed, as Triton serialises them)."""
-    raw = serialize_byte_tensor(array).item() if datatype == "BYTES" else array.tobytes()
-    top1 = service_pb2.ModelInferRequest.InferRequestedOutputTensor(name=OUTPUT)
-    top1.parameters["classification"].int64_param = 1
-    return service_pb2.ModelInferRequest(
-        model_name=model,
-        model_version=str(version),
-        inputs=[
-            service_pb2.ModelInferRequest.InferInputTensor(
-                name=name, datatype=datatype, shape=list(array.shape)
-            )
-        ],
-        outputs=[top1],
-        raw_input_contents=[raw],
-    )
-
-
-def build_requests(
-    entry: ModelEntry, version: int, images: list[Path], max_pixels: int
-) -> Requests:
-    blobs = [(p.name, p.read_bytes()) for p in images]
-    arrays = _arrays(entry, [data for _, data in blobs], max_pixels)
-    names = {"BYTES": "image", "FP32": "input"}
-    model = entry.config.name
-    return Requests(
-        multipart=http.multipart_bodies(blobs, 1),
-        rest={
-            kind: [_rest_body(names[kind], kind, a) for a in batch]
-            for kind, batch in arrays.items()
-        },
-        grpc={
-            kind: [_grpc_request(model, version, names[kind], kind, a) for a in batch]
-            for kind, batch in arrays.items()
-        },
-    )
-
-
-def _rest_sender(client: httpx.AsyncClient, url: str, bodies: list[tuple[bytes, int]]) -> http.Send:
-    async def send(index: int) -> http.Outcome:
-        body, json_size = bodies[index % len(bodies)]
-        headers = {
-            "Inference-Header-Content-Length": str(json_size),
-            "Content-Type": "application/octet-stream",
-        }
-        try:
-            response = await client.post(url, content=body, headers=headers)
-        except httpx.HTTPError:
-            return http.Outcome("0")
-        return http.Outcome(None if response.status_code == 200 else str(response.status_code))
-
-    return send
+    server: str
+    http_port: int
+    grpc_port: int
+    model: str
+    version: int
+    probe: http.Probe
+    #: The doors this server has (Triton: the V2 ones).
+    doors: tuple[Door, ...] = DOORS
 
 
 def _grpc_sender(
-    stub: service_pb2_grpc.GRPCInferenceServiceStub,
-    requests: list[service_pb2.ModelInferRequest],
+    call: grpc.aio.UnaryUnaryMultiCallable, messages: list[bytes], timeout_s: float
 ) -> http.Send:
     async def send(index: int) -> http.Outcome:
         try:
-            await stub.ModelInfer(requests[index % len(requests)], timeout=GRPC_METHOD_TIMEOUT_S)
+            await call(messages[index % len(messages)], timeout=timeout_s)
         except grpc.aio.AioRpcError as error:
             return http.Outcome(error.code().name)
         return http.Outcome(None)
@@ -169,99 +97,200 @@ def _grpc_sender(
     return send
 
 
+def _rest_sender(pool: wire.HttpPool, path: str, bodies: list[tuple[bytes, int]]) -> http.Send:
+    return http.http_sender(
+        pool,
+        path,
+        [http.Body(body, "application/octet-stream") for body, _ in bodies],
+        headers=[{"Inference-Header-Content-Length": str(size)} for _, size in bodies],
+    )
+
+
 @asynccontextmanager
-async def _channel(server: ServerProcess) -> AsyncIterator[grpc.aio.Channel]:
-    """One HTTP/2 channel for all workers, as one tritonclient client has."""
-    limit = 64 * 1024 * 1024
-    options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}", options) as channel:
-        await channel.channel_ready()
-        yield channel
+async def _senders(
+    target: Target, requests: Requests, timeout_s: float
+) -> AsyncIterator[dict[Door, http.Send]]:
+    """A sender per door the requests cover, over one pool and one gRPC channel."""
+    pool = wire.HttpPool("127.0.0.1", target.http_port, timeout_s)
+    infer = f"/v2/models/{target.model}/versions/{target.version}/infer"
+    classify = http.classify_path(target.model, target.version)
+    try:
+        async with wire.grpc_channel("127.0.0.1", target.grpc_port) as channel:
+            await channel.channel_ready()
+            call = wire.raw_model_infer(channel)
+            yield {
+                CLASSIFY: http.classify_sender(pool, classify, requests.multipart),
+                CLASSIFY_RAW: http.classify_sender(pool, classify, requests.raw),
+                **{
+                    Door("v2-rest", kind): _rest_sender(pool, infer, bodies)
+                    for kind, bodies in requests.rest.items()
+                },
+                **{
+                    Door("v2-grpc", kind): _grpc_sender(
+                        call, [m.SerializeToString() for m in messages], timeout_s
+                    )
+                    for kind, messages in requests.grpc.items()
+                },
+            }
+    finally:
+        await pool.aclose()
 
 
-async def _measure(
-    server: ServerProcess,
-    model: str,
-    version: int,
+OnRow = Callable[[Door, http.LevelResult], None]
+
+
+async def measure(
+    target: Target,
     requests: Requests,
-    concurrency: int,
+    doors: Sequence[Door],
+    concurrency: Sequence[int],
     budget: http.LoadBudget,
-    on_row: Callable[[Door, http.LevelResult], None],
+    on_row: OnRow,
+    *,
+    time_left: Callable[[str], bool] = lambda _: True,
 ) -> None:
-    labels = http.model_labels(model, version)
-    infer_url = f"{server.url}/v2/models/{model}/versions/{version}/infer"
-    async with http.http_client(concurrency, budget) as client, _channel(server) as channel:
-        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        senders = {
-            CLASSIFY: http.classify_sender(
-                client, http.classify_url(server, model, version), requests.multipart
-            ),
-            **{
-                Door("v2-rest", kind): _rest_sender(client, infer_url, bodies)
-                for kind, bodies in requests.rest.items()
-            },
-            **{
-                Door("v2-grpc", kind): _grpc_sender(stub, messages)
-                for kind, messages in requests.grpc.items()
-            },
-        }
-        for door in DOORS:
-            load = await http.closed_loop(
-                senders[door], concurrency, budget, client, server, labels
-            )
-            row = http.summarise(
-                load,
-                variant=f"{model}:{version}",
-                batching="on",
-                concurrency=concurrency,
-                images_per_request=1,
-            )
-            on_row(door, row)
+    """Each concurrency level in turn, every door at that level one after the other."""
+    async with _senders(target, requests, budget.timeout_s) as senders:
+        for level in concurrency:
+            for door in doors:
+                if door not in senders:
+                    continue
+                if not time_left(f"{target.server} {door.key} c{level}"):
+                    return
+                load = await http.closed_loop(senders[door], level, budget, target.probe)
+                row = http.summarise(
+                    load,
+                    variant=f"{target.model}:{target.version}",
+                    batching="on",
+                    concurrency=level,
+                    images_per_request=1,
+                )
+                on_row(door, row)
 
 
-def rows_with_ratios(rows: list[tuple[Door, http.LevelResult]]) -> list[dict[str, Any]]:
-    """The JSON rows: door, input, the level's figures, and img/s over ``/classify``'s."""
-    base = next((r.images_per_s for d, r in rows if d == CLASSIFY), 0.0)
-    return [
-        {
-            "door": door.door,
-            "input": door.input,
-            **asdict(row),
-            "over_classify": row.images_per_s / base if base else None,
-        }
-        for door, row in rows
-    ]
+def printer(server: str, rows: list[tuple[Door, http.LevelResult]]) -> OnRow:
+    """Keeps each row and prints it as it comes."""
+
+    def on_row(door: Door, row: http.LevelResult) -> None:
+        rows.append((door, row))
+        print(
+            f"  {server:<12} {door.key:<16} c{row.concurrency:<3} {row.images_per_s:7.1f} img/s"
+            f"  p50 {row.p50_ms:7.1f}  p99 {row.p99_ms:7.1f} ms  batch "
+            f"{row.mean_batch_size:5.2f}  errors {row.errors}  client "
+            f"{row.client_cpu_ms_per_request:.2f} CPU-ms/req ({row.client_cpu_share:.1%})",
+            flush=True,
+        )
+
+    return on_row
+
+
+def rows_with_ratios(
+    rows: list[tuple[Door, http.LevelResult]], server: str = OURS
+) -> list[dict[str, Any]]:
+    """The JSON rows: server, door, input, the level's figures, and img/s over the best
+    door's and over ``/classify`` multipart's at the same concurrency."""
+
+    def at(level: int) -> list[tuple[Door, http.LevelResult]]:
+        return [(d, r) for d, r in rows if r.concurrency == level]
+
+    out = []
+    for door, row in rows:
+        same = at(row.concurrency)
+        best = max(r.images_per_s for _, r in same)
+        base = next((r.images_per_s for d, r in same if d == CLASSIFY), 0.0)
+        out.append(
+            {
+                "server": server,
+                "door": door.door,
+                "input": door.input,
+                **asdict(row),
+                "over_best_door": row.images_per_s / best if best else None,
+                "over_classify": row.images_per_s / base if base else None,
+            }
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A named image set, the doors it goes through and the levels it runs at."""
+
+    name: str
+    images: list[Path]
+    doors: Sequence[Door]
+    concurrency: Sequence[int]
+    #: The servers (``Target.server``) it goes to; None: every target.
+    servers: tuple[str, ...] | None = None
+
+
+def run_workloads(
+    targets: Sequence[Target],
+    model: tuple[ModelEntry, ModelVersion],
+    workloads: Sequence[Workload],
+    *,
+    max_pixels: int,
+    budget: http.LoadBudget,
+    time_left: Callable[[str], bool] = lambda _: True,
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Rows per server and workload, on servers already up, **interleaved**: at each
+    level every server takes its doors in turn before the next level starts, so on a
+    shared machine the figures compared (ours and Triton's at one level) are seconds
+    apart, not minutes."""
+    entry, version = model
+    rows: dict[str, dict[str, list[tuple[Door, http.LevelResult]]]] = {
+        t.server: {w.name: [] for w in workloads} for t in targets
+    }
+    for work in workloads:
+        fp32 = any(d.input == "FP32" for d in work.doors)
+        number = version.info.version
+        requests = build_requests(entry, number, work.images, max_pixels, fp32=fp32)
+        for level in work.concurrency:
+            for target in targets:
+                if work.servers is not None and target.server not in work.servers:
+                    continue
+                here = [d for d in work.doors if d in target.doors]
+                on_row = printer(target.server, rows[target.server][work.name])
+                run = measure(target, requests, here, [level], budget, on_row, time_left=time_left)
+                uvloop.run(run)
+    return {
+        server: {name: rows_with_ratios(r, server=server) for name, r in by_work.items()}
+        for server, by_work in rows.items()
+    }
+
+
+@contextmanager
+def our_server(
+    repository: Path,
+    model: tuple[ModelEntry, ModelVersion],
+    log: Path,
+    *,
+    settings: dict[str, str],
+    cpus: str | None = None,
+) -> Iterator[Target]:
+    """One of our servers serving ``model``, as a load target."""
+    entry, version = model
+    name, number = entry.config.name, version.info.version
+    quiet: dict[str, Any] = {"log_level": "warning", **settings}
+    with ServerProcess(repository, log, cpus=cpus, **quiet) as server:
+        probe = http.ServiceProbe(server, http.model_labels(name, number))
+        yield Target(OURS, server.port, server.grpc_port, name, number, probe)
 
 
 def run_doors(
     repository: Path,
     model: tuple[ModelEntry, ModelVersion],
-    images: list[Path],
+    workloads: Sequence[Workload],
     log: Path,
     *,
     settings: dict[str, str],
     max_pixels: int,
-    concurrency: int,
     budget: http.LoadBudget,
     cpus: str | None = None,
-) -> list[dict[str, Any]]:
-    """All doors, one after the other, against one server serving ``model``."""
-    entry, version = model
-    name, number = entry.config.name, version.info.version
-    requests = build_requests(entry, number, images, max_pixels)
-    rows: list[tuple[Door, http.LevelResult]] = []
-
-    def on_row(door: Door, row: http.LevelResult) -> None:
-        rows.append((door, row))
-        print(
-            f"  {door.key:<14} c{concurrency:<3} {row.images_per_s:7.1f} img/s  p50 "
-            f"{row.p50_ms:7.1f}  p99 {row.p99_ms:7.1f} ms  batch {row.mean_batch_size:5.2f}  "
-            f"errors {row.errors}  client CPU {row.client_cpu_share:.0%}",
-            flush=True,
-        )
-
-    print(f"== front doors, {label(entry, version)}, concurrency {concurrency}", flush=True)
-    quiet: dict[str, Any] = {"log_level": "warning", **settings}
-    with ServerProcess(repository, log, cpus=cpus, **quiet) as server:
-        asyncio.run(_measure(server, name, number, requests, concurrency, budget, on_row))
-    return rows_with_ratios(rows)
+    time_left: Callable[[str], bool] = lambda _: True,
+) -> dict[str, list[dict[str, Any]]]:
+    """Every workload against one of our servers serving ``model``."""
+    print(f"== {OURS} {label(*model)}", flush=True)
+    with our_server(repository, model, log, settings=settings, cpus=cpus) as target:
+        return run_workloads(
+            [target], model, workloads, max_pixels=max_pixels, budget=budget, time_left=time_left
+        )[OURS]

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from benchmarks.inputs import DEFAULT_CACHE, DEFAULT_PHOTOS, Variant
 
+TRITON_PYTHON = Path(__file__).resolve().parents[1] / ".cache" / "triton-venv" / "bin" / "python"
+
 DEFAULT_VARIANTS = ("resnet50", "resnet18")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -60,8 +62,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--doors-concurrency",
-        type=int,
-        help="concurrency of the front-door comparison (default: the highest HTTP level)",
+        type=_ints,
+        help="levels of the front doors, ours and Triton's (default 1,4,16,64,128)",
+    )
+    add("--phone-concurrency", type=int, help="level of the 12 MP photo workload (default 16)")
+    add(
+        "--triton-python",
+        type=Path,
+        default=TRITON_PYTHON,
+        help="interpreter with PyTriton (`python -m benchmarks.triton --setup` builds the "
+        "default, %(default)s); Triton is skipped, with a note, when it is missing",
     )
     add("--images-per-request", type=int, default=1)
     add(
@@ -73,7 +83,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="server setting for both servers, e.g. max_queue_delay_ms=0",
     )
-    add("--sections", default="engine,preprocess,http,doors", help="what to run")
+    add(
+        "--sections",
+        default="engine,preprocess,http,doors,triton,phone",
+        help="what to run (doors: our front doors; triton: Triton beside them; phone: "
+        "12 MP photos end to end against the decode limit)",
+    )
     add("--device", choices=("cpu", "cuda"), help="engine device (cuda: untested here)")
     add(
         "--providers",

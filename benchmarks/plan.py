@@ -1,4 +1,5 @@
-"""How much to measure (full vs --quick) and the three sections that do it.
+"""How much to measure (full vs --quick) and the sections that measure in-process or
+over ``/classify`` alone (the front doors, Triton and phone photos: :mod:`benchmarks.sidebyside`).
 
 Every cell is bounded in count and time, and the whole run has a deadline: cells that
 would start after it are skipped and listed in the notes, so a slow or loaded machine
@@ -13,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import doors, engine, http, preprocess
+from benchmarks import engine, http, preprocess
 from benchmarks.harness import ServerProcess
 from benchmarks.inputs import label
 from service.preprocess import Limits, Preprocessor
@@ -38,10 +39,16 @@ class Plan:
     small_images: int
     large_images: int
     deadline_s: float
-    #: The front-door comparison: one level (default: the highest HTTP level), a few
-    #: seconds per door.
-    doors_concurrency: int
+    #: The front doors (ours and Triton's): every door at each of these levels, a few
+    #: seconds per door and level.
+    doors_concurrency: list[int]
     doors_budget: http.LoadBudget
+    #: The phone-photo workload: 12 MP JPEGs made per run, one level, and how many
+    #: photos the in-process decode limit runs.
+    phone_images: int
+    phone_concurrency: int
+    phone_decode_images: int
+    triton_python: Path
     device: str | None = None
     fp16: bool = False
     server_cpus: str | None = None
@@ -80,13 +87,17 @@ class Plan:
             preprocess_max_time_s=1.0 if quick else 4.0,
             small_images=4 if quick else 16,
             large_images=1 if quick else 4,
-            deadline_s=240.0 if quick else 540.0,
-            doors_concurrency=args.doors_concurrency or max(concurrency),
+            deadline_s=240.0 if quick else 1200.0,
+            doors_concurrency=args.doors_concurrency or ([4] if quick else [1, 4, 16, 64, 128]),
             doors_budget=(
-                http.LoadBudget(max_requests=24, max_time_s=3.0, warmup_s=0.0, timeout_s=30.0)
+                http.LoadBudget(max_requests=8, max_time_s=2.0, warmup_s=0.0, timeout_s=30.0)
                 if quick
-                else http.LoadBudget(max_requests=2000, max_time_s=4.0, warmup_s=1.0)
+                else http.LoadBudget(max_requests=4000, max_time_s=5.0, warmup_s=1.5)
             ),
+            phone_images=1 if quick else 4,
+            phone_concurrency=args.phone_concurrency or (2 if quick else 16),
+            phone_decode_images=2 if quick else 32,
+            triton_python=args.triton_python,
             device=args.device,
             fp16=bool(args.fp16),
             server_cpus=args.server_cpus,
@@ -96,6 +107,7 @@ class Plan:
         data = asdict(self)
         data.pop("started")
         data.pop("skipped")
+        data["triton_python"] = str(self.triton_python)
         return data
 
     def time_left(self, what: str) -> bool:
@@ -215,27 +227,3 @@ def run_http(
                         flush=True,
                     )
                     results["http"].append(asdict(row))
-
-
-def run_doors(
-    plan: Plan,
-    repository: Path,
-    model: Model,
-    images: list[Path],
-    tmp: Path,
-    results: dict[str, Any],
-) -> None:
-    """Every front door (``/classify``, V2 REST and gRPC, JPEG and FP32) on one server."""
-    if not plan.time_left("front doors"):
-        return
-    results["doors"] = doors.run_doors(
-        repository,
-        model,
-        images,
-        tmp / "server-doors.log",
-        settings=plan.server_settings,
-        max_pixels=plan.server_base_settings().max_image_pixels,
-        concurrency=plan.doors_concurrency,
-        budget=plan.doors_budget,
-        cpus=plan.server_cpus,
-    )

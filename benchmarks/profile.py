@@ -34,8 +34,9 @@ from benchmarks.options import _setting
 
 #: Stage -> patterns matched against the frames of a stack (first match, leaf first wins
 #: the *innermost* stage). Order matters: inner stages before the routes that call them.
+ENGINE = "engine (ONNX Runtime)"
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("engine (ONNX Runtime)", (r"onnxruntime", r"libgomp", r"mlas", r"\(service/engines/")),
+    (ENGINE, (r"onnxruntime", r"libgomp", r"mlas", r"\(service/engines/")),
     ("jpeg decode", (r"decode_jpeg|jpeg_|libjpeg|ImageFile\.py|JpegImagePlugin", r"\bload \(")),
     ("resize + crop", (r"resize_crop|ImagingResample|resample", r"\bcrop \(")),
     ("normalise", (r"to_tensor",)),
@@ -74,6 +75,34 @@ def attribute(raw: Path) -> Counter[str]:
     return counts
 
 
+#: An unsymbolised native frame (``0x7f... (lib.so)``): counted by its library.
+_ADDRESS = re.compile(r"^0x[0-9a-f]+ \((.*)\)$")
+
+
+def top_frames(
+    raw: Path, count: int, *, skip: str | None = None
+) -> tuple[list[tuple[str, int]], int]:
+    """The innermost frames of busy stacks (self time) by samples, and all busy samples
+    counted (stacks of the ``skip`` stage left out of both: e.g. the engine, to see
+    what runs beside it).
+
+    A frame is shown without its line number, so one function's samples add up; native
+    frames without symbols add up per library.
+    """
+    frames: Counter[str] = Counter()
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if not stack or not samples.isdigit():
+            continue
+        parts = stack.split(";")
+        stage = stage_of(parts)
+        if stage == "idle" or stage == skip:
+            continue
+        leaf = re.sub(r":\d+\)$", ")", parts[-1])
+        frames[_ADDRESS.sub(r"[native] \1", leaf)] += int(samples)
+    return frames.most_common(count), sum(frames.values())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__)
     parser.add_argument("--model", default="resnet50")
@@ -83,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     parser.add_argument("--set", dest="settings", action="append", type=_setting, default=[])
     parser.add_argument("--out", type=Path, default=Path(".cache/profile"))
+    parser.add_argument("--top", type=int, default=20, help="innermost frames to list")
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists():
@@ -130,7 +160,20 @@ def main(argv: list[str] | None = None) -> int:
     per_image_ms = server_cpu_s * 1000 / images
     for stage, count in counts.most_common():
         print(f"{stage:<24}{count / busy:>14.1%}{count / busy * per_image_ms:>14.2f}")
+    print_top_frames(raw, args.top, per_image_ms, busy)
     return 0
+
+
+def print_top_frames(raw: Path, top: int, per_image_ms: float, busy: int) -> None:
+    """Beside the engine: the innermost frames of every other stage, in CPU ms/image."""
+    frames, _ = top_frames(raw, top, skip=ENGINE)
+    print(
+        f"\ntop {top} frames beside the engine, by self time (share of all busy samples, "
+        "CPU ms/image):"
+    )
+    for frame, count in frames:
+        share = count / max(busy, 1)
+        print(f"{share:>7.1%} {share * per_image_ms:>7.2f}  {frame[:110]}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from benchmarks import machine, report
+from benchmarks import machine, report, report_doors
 from benchmarks.inputs import (
     DEFAULT_CACHE,
     LARGE_SIZE,
@@ -30,7 +30,8 @@ from benchmarks.inputs import (
     user_images,
 )
 from benchmarks.options import DEFAULT_VARIANTS, add_arguments
-from benchmarks.plan import Plan, run_doors, run_engines, run_http, run_preprocess
+from benchmarks.plan import Plan, run_engines, run_http, run_preprocess
+from benchmarks.sidebyside import run_side_by_side
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         "preprocess": [],
         "http": [],
         "doors": [],
+        "triton": [],
+        "phone": {"decode_limit": None, "rows": []},
         "notes": [],
     }
     print(f"load average before: {results['load_before']} on {machine.cores()} cores")
@@ -75,9 +78,16 @@ def run(args: argparse.Namespace) -> int:
             run_preprocess(plan, models[0][0], small, large, results)
         if "http" in sections:
             run_http(plan, args.repository, models, small, tmp, results)
-        if "doors" in sections:
-            run_doors(plan, args.repository, models[0], small, tmp, results)
+        photos_12mp = None
+        if "phone" in sections:
+            photos_12mp = make_jpegs(photos, tmp / "phone", LARGE_SIZE, plan.phone_images)
+        if sections & {"doors", "triton", "phone"}:
+            run_side_by_side(
+                plan, args.repository, models, small, photos_12mp, tmp, results,
+                sections=sections,
+            )  # fmt: skip
     results["ratios"] = report.ratios(results)
+    results["side_by_side"] = report_doors.summary(results)
     results["load_after"] = machine.load_average()
     results["duration_s"] = time.monotonic() - started
     _notes(results, plan)
@@ -111,6 +121,12 @@ def _notes(results: dict[str, Any], plan: Plan) -> None:
         "vs own engine time: minus the engine time of the same requests inside the server, "
         "measured in the same moment; in brackets, the image decode it includes."
     )
+    if results["doors"]:
+        notes.append(
+            "front doors: goodput (img/s of 200/OK answers); x engine limit: over bare ONNX "
+            "Runtime at its best batch, this run; client CPU: the load generator's own CPU "
+            "time per request (all its threads) and its share of the machine."
+        )
     if plan.off_concurrency:
         notes.append(
             "batching on / off: img/s at the same concurrency (>= 16) with "

@@ -15,6 +15,7 @@ from benchmarks import report, report_doors
 from benchmarks.doors import DOORS, build_requests
 from benchmarks.inputs import SMALL_SIZE, Variant, make_jpegs, source_photos
 from benchmarks.run import main
+from benchmarks.sidebyside import PHONE_DOORS
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,8 @@ def quick_results(
             "--photos", str(photos_dir),
             "--output-dir", str(out),
             "--name", "quick",
+            # Triton has its own test (test_triton_side_by_side.py): one server less here.
+            "--sections", "engine,preprocess,http,doors,phone",
         ]
     )  # fmt: skip
     assert code == 0
@@ -71,6 +74,7 @@ def test_quick_run_figures_are_positive_and_consistent(quick_results: tuple[dict
         batch_cap = row["concurrency"] if row["batching"] == "on" else 1
         assert 1 <= row["mean_batch_size"] <= batch_cap
         assert row["client_cpu_share"] > 0 and row["server_cpu_share"] > 0
+        assert row["client_cpu_ms_per_request"] > 0
         assert row["cpu_ms_per_image"] > 0
         assert 0 < row["measured"] <= row["requests"]
     (ratio,) = results["ratios"]
@@ -158,25 +162,55 @@ def test_quick_run_measures_every_front_door(quick_results: tuple[dict, str]) ->
     results, text = quick_results
     doors = [(r["door"], r["input"]) for r in results["doors"]]
     assert doors == [(d.door, d.input) for d in DOORS]
-    assert len(set(doors)) == 5
+    assert len(set(doors)) == 6
     for row in results["doors"]:
+        assert row["server"] == "resnet-serve"
         assert row["errors"] == 0, row["error_codes"]
         assert row["ok"] == row["requests"] > 0
         assert row["variant"] == "resnet18:1"
-        assert row["concurrency"] == 4  # the highest HTTP level of --quick
+        assert row["concurrency"] == 4  # the --quick level
         assert row["images_per_s"] > 0 and row["over_classify"] > 0
+        assert 0 < row["over_best_door"] <= 1
         assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
         assert 1 <= row["mean_batch_size"] <= row["concurrency"]
-        assert row["client_cpu_share"] > 0 and row["server_cpu_share"] > 0
-        assert row["cpu_ms_per_image"] > 0
+        # The load generator's own cost is measured and reported on every row.
+        assert row["client_cpu_share"] > 0 and row["client_cpu_ms_per_request"] > 0
+        assert row["server_cpu_share"] > 0 and row["server_cpu_ms_per_image"] > 0
+        assert row["cpu_ms_per_image"] > row["server_cpu_ms_per_image"]
+    assert max(r["over_best_door"] for r in results["doors"]) == 1.0
     classify = results["doors"][0]
     assert classify["over_classify"] == 1.0
     for row in results["doors"][1:]:
         assert row["over_classify"] == pytest.approx(row["images_per_s"] / classify["images_per_s"])
-    assert "## Front doors" in text
+    assert "## Front doors, ours and Triton's" in text
     for door, kind in doors:
-        assert text.count(f"| {door} | {kind} | 4 |") == 1
-    assert "Front doors (resnet18:1, concurrency 4" in "\n".join(report.headline(results))
+        assert text.count(f"| resnet-serve | resnet18:1 | {door} | {kind} | 4 |") == 1
+    (summary,) = results["side_by_side"]
+    best = max(results["doors"], key=lambda r: r["images_per_s"])
+    assert summary["best_images_per_s"] == best["images_per_s"]
+    assert summary["best_over_engine"] == pytest.approx(
+        best["images_per_s"] / max(r["images_per_s"] for r in results["engine"])
+    )
+    assert summary["triton_best_images_per_s"] is None and summary["ours_over_triton"] is None
+    assert "Front doors and Triton" in "\n".join(report.headline(results))
+
+
+def test_quick_run_measures_phone_photos_against_the_decode_limit(
+    quick_results: tuple[dict, str],
+) -> None:
+    results, text = quick_results
+    phone = results["phone"]
+    limit = phone["decode_limit"]
+    assert (limit["width"], limit["height"]) == (4032, 3024)
+    assert limit["images_per_s"] > 0 and limit["cpu_ms_per_image"] > 0
+    doors = [(r["door"], r["input"]) for r in phone["rows"]]
+    assert doors == [(d.door, d.input) for d in PHONE_DOORS]
+    for row in phone["rows"]:
+        assert row["errors"] == 0, row["error_codes"]
+        assert row["concurrency"] == 2 and row["images_per_s"] > 0
+        assert row["client_cpu_ms_per_request"] > 0
+    assert "## Phone photos (4032x3024 JPEGs" in text
+    assert text.count("| resnet-serve | resnet18:1 | classify | raw | 2 |") == 1
 
 
 def test_door_requests_carry_the_image_as_each_protocol_wants(
@@ -205,3 +239,66 @@ def test_door_requests_carry_the_image_as_each_protocol_wants(
 
 def test_no_doors_no_headline_line() -> None:
     assert report_doors.headline({}) == [] and report_doors.section({"doors": []}) == []
+
+
+def _door_row(server: str, door: str, kind: str, concurrency: int, ips: float) -> dict:
+    return {
+        "server": server,
+        "variant": "m:1",
+        "door": door,
+        "input": kind,
+        "concurrency": concurrency,
+        "images_per_s": ips,
+        "p50_ms": 20.0,
+        "client_cpu_share": 0.01,
+        "client_cpu_ms_per_request": 0.2,
+    }
+
+
+def test_side_by_side_ratios_use_the_served_engine_and_the_best_of_each_server() -> None:
+    results = {
+        "served": {"m:1": {"engine": "onnxruntime"}},
+        "engine": [
+            {
+                "variant": "m:1",
+                "engine": "onnxruntime",
+                "batch_size": 1,
+                "images_per_s": 80.0,
+                "batch_ms_p50": 12.5,
+            },
+            {
+                "variant": "m:1",
+                "engine": "onnxruntime",
+                "batch_size": 8,
+                "images_per_s": 100.0,
+                "batch_ms_p50": 80.0,
+            },
+            {
+                "variant": "m:1",
+                "engine": "torchscript",
+                "batch_size": 8,
+                "images_per_s": 500.0,
+                "batch_ms_p50": 16.0,
+            },
+        ],
+        "doors": [
+            _door_row("resnet-serve", "classify", "raw", 1, 50.0),
+            _door_row("resnet-serve", "classify", "raw", 16, 90.0),
+            _door_row("resnet-serve", "classify", "raw", 64, 87.0),
+            _door_row("resnet-serve", "v2-grpc", "BYTES", 16, 81.0),
+        ],
+        "triton": [
+            _door_row("triton", "v2-rest", "BYTES", 16, 60.0),
+            _door_row("triton", "v2-grpc", "BYTES", 16, 75.0),
+        ],
+    }
+    (row,) = report_doors.summary(results)
+    assert row["engine_limit_images_per_s"] == 100.0 and row["engine_limit_batch"] == 8
+    assert row["best_door"] == "classify raw" and row["best_concurrency"] == 16
+    assert row["best_over_engine"] == pytest.approx(0.9)
+    assert row["worst_door_over_best"] == pytest.approx(0.9)
+    assert row["c64_over_best"] == pytest.approx(87 / 90) and row["c128_over_best"] is None
+    assert row["c1_over_engine_b1_ms"] == pytest.approx(20.0 - 12.5)
+    assert row["triton_best_door"] == "v2-grpc BYTES"
+    assert row["ours_over_triton"] == pytest.approx(90 / 75)
+    assert row["triton_best_over_engine"] == pytest.approx(0.75)
