@@ -20,15 +20,22 @@ import contextlib
 import hashlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from service.errors import ServiceError
+from service.lifecycle import LifecycleResult
 from service.repository import CONFIG_FILE, VERSION_FILE
 
-if TYPE_CHECKING:
-    from service.pool import ModelPool
-
 logger = logging.getLogger(__name__)
+
+
+class ReloadablePool(Protocol):
+    """What the poller asks of the pool: the lifecycle operations without the mode check
+    (the poll mode is the control), so the poller never depends on the pool itself."""
+
+    async def reload(self, name: str) -> LifecycleResult: ...
+
+    async def retire_model(self, name: str, reason: str) -> LifecycleResult: ...
 
 
 def fingerprint(folder: Path) -> str | None:
@@ -70,7 +77,7 @@ def snapshot(root: Path) -> dict[str, str]:
 class RepositoryPoller:
     """One task re-reading the repository; ``start()`` and ``stop()`` are a pair."""
 
-    def __init__(self, pool: ModelPool, root: Path, interval_s: float) -> None:
+    def __init__(self, pool: ReloadablePool, root: Path, interval_s: float) -> None:
         self._pool = pool
         self._root = root
         self._interval_s = interval_s

@@ -3,7 +3,9 @@
 Models load in the background after the server starts, so ``/health/live`` answers at
 once and ``/health/ready`` tells when every model is warm. A model whose engine cannot
 be created, or that its correctness gate refuses (:mod:`service.gate`), is kept,
-marked failed with the reason, and the others serve on.
+marked failed with the reason, and the others serve on. The lookups a request makes
+(``get``, ``all``, ``index``) live in :class:`service.version_table.VersionTable`; this
+module holds what changes the table.
 
 Lifecycle without restarts (``model_control_mode`` explicit or poll): :meth:`load_model`
 re-reads a model's folder and loads each new or changed version *beside* what serves,
@@ -20,12 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from service.engines import create_engine, max_batch_size_of
+from service.engines import create_engine
 from service.errors import ModelConfigError, ModelLoadFailed, ModelMemoryExceeded, UnknownModel
 from service.lifecycle import (
     LifecycleResult,
     ModelMemory,
-    VersionState,
     check_control,
     check_model_name,
     return_freed_memory,
@@ -33,9 +34,8 @@ from service.lifecycle import (
 from service.loader import VersionLoader
 from service.metrics import Metrics
 from service.poller import RepositoryPoller
-from service.preprocess import Limits
 from service.recheck import GateRechecker
-from service.repository import ModelEntry, ModelVersion, load_model
+from service.repository import ModelEntry, load_model
 from service.served import (
     EngineFactory,
     ServedModel,
@@ -43,14 +43,15 @@ from service.served import (
     create_preprocessor,
 )
 from service.settings import Settings
+from service.version_table import VersionTable
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["EngineFactory", "ModelPool", "ServedModel", "Status", "create_preprocessor"]
 
 
-class ModelPool:
-    """Every served model version, looked up by name and optional version."""
+class ModelPool(VersionTable):
+    """The version table plus what changes it: start-up load, reload, unload, stop."""
 
     def __init__(
         self,
@@ -60,29 +61,9 @@ class ModelPool:
         *,
         engine_factory: EngineFactory = create_engine,
     ) -> None:
-        self.settings = settings
+        super().__init__(entries, settings)
         #: The metrics it reports model state to; routes use the app's, not this.
         self.metrics = metrics
-        self._limits = Limits(
-            max_pixels=settings.max_image_pixels,
-            max_jpeg_scans=settings.max_jpeg_scans,
-            max_decode_work=settings.max_decode_work,
-        )
-        self._models: dict[str, dict[int, ServedModel]] = {}
-        self._defaults: dict[str, int] = {}
-        self._entries: dict[str, ModelEntry] = {}
-        for entry in entries:
-            self._models[entry.config.name] = {
-                m.number: m for m in (self._new(entry, v) for v in entry.served_versions)
-            }
-            self._entries[entry.config.name] = entry
-            self._defaults[entry.config.name] = entry.default_version.info.version
-        if settings.default_model and settings.default_model not in self._models:
-            raise UnknownModel(
-                f"default model {settings.default_model!r} is not in the repository",
-                available=sorted(self._models),
-            )
-        self.default_name = settings.default_model or (min(self._models) if self._models else None)
         self.loaded = False
         #: Latched when the initial load ends: did the default model come up? Start-up
         #: and liveness should read this, not the current state: an operator unloading
@@ -94,78 +75,8 @@ class ModelPool:
         metrics.model_memory_budget_bytes.set(settings.model_memory_budget_bytes)
         self._loader = VersionLoader(settings, metrics, self.memory, engine_factory)
         self._locks: dict[str, asyncio.Lock] = {}
-        #: Instances replaced or unloaded that are still finishing admitted requests.
-        self._draining: list[ServedModel] = []
-        #: Versions being loaded that are not in the table yet.
-        self._loading: dict[tuple[str, int], ServedModel] = {}
-        #: A reload refused while the previous instance serves on: (model, version) -> why.
-        self._refusals: dict[tuple[str, int], str] = {}
-        #: Models whose folder could not be read at all: name -> why.
-        self._unreadable: dict[str, str] = {}
         self._poller: RepositoryPoller | None = None
         self._rechecker: GateRechecker | None = None
-
-    def _new(self, entry: ModelEntry, version: ModelVersion) -> ServedModel:
-        preprocessor = create_preprocessor(entry.config, self._limits)
-        return ServedModel(
-            entry,
-            version,
-            preprocessor,
-            max_batch_size_of(entry.config, self.settings),
-            stuck_after_s=self.settings.stuck_batch_after_s,
-        )
-
-    # -- lookup (sync: a request resolves and reserves without an await between) --------
-    def all(self) -> list[ServedModel]:
-        return [m for versions in self._models.values() for m in versions.values()]
-
-    def versions_of(self, name: str) -> list[ServedModel]:
-        """Every served version of one model (empty for an unknown name)."""
-        return list(self._models.get(name, {}).values())
-
-    def default_of(self, name: str) -> ServedModel:
-        return self._models[name][self._defaults[name]]
-
-    def get(self, name: str | None, version: int | None = None) -> ServedModel:
-        name = name or self.default_name
-        if name is None or name not in self._models:
-            raise UnknownModel(f"unknown model {name!r}", available=sorted(self._models))
-        if version is None:
-            return self.default_of(name)
-        try:
-            return self._models[name][version]
-        except KeyError:
-            raise UnknownModel(
-                f"model {name} has no version {version}",
-                available_versions=sorted(self._models[name]),
-            ) from None
-
-    def index(self, *, ready: bool = False) -> list[VersionState]:
-        """Every version the server knows, with its state and reason (V2 repository index);
-        ``ready``: only those serving (the index request's ``ready`` flag)."""
-        if ready:
-            return [s for s in self.index() if s.state == "ready"]
-        rows: list[VersionState] = []
-        for name in sorted({*self._models, *self._unreadable, *(n for n, _ in self._loading)}):
-            table = self._models.get(name, {})
-            if name in self._unreadable:
-                rows.append(VersionState(name, "", "failed", self._unreadable[name]))
-            for number, model in sorted(table.items()):
-                refusal = self._refusals.get((name, number))
-                reason = f"serving the previous load; reload refused: {refusal}" if refusal else ""
-                reason = reason or model.gate_reason
-                rows.append(
-                    VersionState(name, str(number), model.status, reason or model.error or "")
-                )
-            for model_name, number in sorted(self._loading):
-                if model_name == name and number not in table:
-                    rows.append(VersionState(name, str(number), "loading"))
-            for model in self._draining:
-                if model.name == name and model.number not in table:
-                    rows.append(
-                        VersionState(name, str(model.number), "unloading", model.error or "")
-                    )
-        return rows
 
     # -- start-up and shutdown ---------------------------------------------------------
     async def load(self) -> None:
@@ -379,17 +290,6 @@ class ModelPool:
             self._draining.remove(model)
         self.metrics.model_unloads.labels(model.name, outcome).inc()
         return_freed_memory()
-
-    def _default_for(self, entry: ModelEntry, table: dict[int, ServedModel]) -> int:
-        """The pinned default, else the newest version serving, else the newest."""
-        pinned = entry.config.default_version
-        if pinned is not None and pinned in table:
-            return pinned
-        ready = [n for n, m in table.items() if m.status == "ready"]
-        return max(ready or table)
-
-    def _states(self, name: str) -> tuple[VersionState, ...]:
-        return tuple(s for s in self.index() if s.name == name)
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())

@@ -18,26 +18,34 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from service.errors import ServiceError
 from service.gate import GoldenSetError, compare, effective_bound, execution_of, read_images
+from service.metrics import Metrics
 from service.served import ServedModel
-
-if TYPE_CHECKING:
-    from service.pool import ModelPool
 
 logger = logging.getLogger(__name__)
 #: How long one version's check may wait for its batch (it queues like a request).
 RECHECK_TIMEOUT_S = 30.0
 
 
+class CheckedPool(Protocol):
+    """What the re-checker reads from the pool: its versions and the metrics that the
+    outcome goes to; it never loads or unloads, so it depends on nothing more."""
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    def all(self) -> list[ServedModel]: ...
+
+
 class GateRechecker:
     """One task re-running the gate; ``start()`` and ``stop()`` are a pair."""
 
-    def __init__(self, pool: ModelPool, interval_s: float) -> None:
+    def __init__(self, pool: CheckedPool, interval_s: float) -> None:
         self._pool = pool
         self._interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
