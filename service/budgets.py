@@ -1,6 +1,6 @@
 """Process-wide memory budgets: the admit stage's bounds on what clients can make us hold.
 
-Two budgets bound peak memory whatever clients send (docs: README "Limits and errors"):
+Two budgets bound peak memory whatever clients send (docs/LIMITS.md):
 
 * **body bytes** in flight: request bodies being read or waiting to be decoded. Taken
   from ``Content-Length`` before a byte is read, or chunk by chunk while a body of

@@ -39,7 +39,13 @@ SETTING_SECTIONS: dict[str, tuple[str, ...]] = {
         "head_timeout_s",
         "keep_alive_timeout_s",
     ),
-    "V2 gRPC limits": ("grpc_max_message_bytes", "grpc_max_concurrent_rpcs"),
+    "V2 gRPC limits": (
+        "grpc_max_message_bytes",
+        "grpc_max_concurrent_rpcs",
+        "grpc_max_connections",
+        "grpc_max_streams_per_connection",
+        "grpc_idle_timeout_s",
+    ),
     "models": (
         "repository",
         "models",
@@ -52,6 +58,15 @@ SETTING_SECTIONS: dict[str, tuple[str, ...]] = {
         "trt_cache_dir",
     ),
     "start-up and probes": ("warmup", "strict", "require_all_models", "stuck_batch_after_s"),
+    "model lifecycle": (
+        "model_control_mode",
+        "repository_poll_secs",
+        "admin_api_key",
+        "admin_api_key_file",
+        "gate_recheck_secs",
+        "model_memory_budget_bytes",
+        "model_memory_factor",
+    ),
     "batching": ("max_batch_size", "max_queue_delay_ms", "max_queue_size", "request_timeout_s"),
     "limits": (
         "max_body_bytes",
@@ -59,8 +74,11 @@ SETTING_SECTIONS: dict[str, tuple[str, ...]] = {
         "max_image_pixels",
         "max_top_k",
         "drain_timeout_s",
+        "min_body_rate_bytes_per_s",
+        "body_rate_grace_s",
+        "max_json_values",
     ),
-    "memory budgets": ("max_body_bytes_in_flight", "max_decode_bytes_in_flight"),
+    "memory budgets": ("max_body_bytes_in_flight", "max_decode_bytes_in_flight", "max_parse_bytes"),
     "decode time": (
         "max_jpeg_scans",
         "max_decode_work",

@@ -40,7 +40,7 @@ request's deadline (408 for a body still arriving).
 
 Memory: at most ``max_connections`` open connections each hold at most
 ``max_header_bytes`` of head plus :data:`CONNECTION_STATE_BYTES`, and at most
-:data:`MAX_LINGERING` more linger with that state only (see README, memory budget).
+:data:`MAX_LINGERING` more linger with that state only (see docs/LIMITS.md, memory budget).
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ class ModelMemory:
     """The model-memory budget: estimated bytes per loaded version, refused past it.
 
     An estimate, not a measurement: ``factor x artifact bytes`` (weights held by the
-    engine plus its working copies and arenas; README, memory). Checked before a load
+    engine plus its working copies and arenas; docs/LIMITS.md, memory budget). Checked before a load
     starts, so a version that would not fit is refused with the figures instead of the
     process being OOM-killed half-way through a session build.
     """

@@ -78,7 +78,7 @@ class ModelSettings(BaseModel):
         ge=0,
         description="Memory the loaded model versions may hold together (0: no limit), "
         "each estimated as model_memory_factor x its artifact size; a load past it is "
-        "refused. A swap holds the old and the new version at once. See README, memory.",
+        "refused. A swap holds the old and the new version at once. See docs/LIMITS.md.",
     )
     model_memory_factor: float = Field(
         8.0,
@@ -86,7 +86,7 @@ class ModelSettings(BaseModel):
         le=100.0,
         description="Resident memory of a loaded version per byte of its artifact (weights, "
         "the engine's copies, activation arenas): measured 3.3x for a ResNet-18 session, "
-        "7.2x once warmed up to batch 32 on CPU; see README, memory.",
+        "7.2x once warmed up to batch 32 on CPU; see docs/LIMITS.md.",
     )
 
     # --- model selection -----------------------------------------------------------
