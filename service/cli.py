@@ -207,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the repository's models over HTTP and V2 gRPC",
         description="Serve the repository's models (every one, or those --models names) on "
         "two ports: HTTP on --port (default 8000: POST /classify, V2 REST under /v2, "
-        "health, /metrics) and the V2 gRPC service on --grpc-port (default 8001; 0 turns "
-        "it off). A port in use stops the server with one line naming it, exit status 5.",
+        "health, /metrics) and V2 gRPC on --grpc-port (default 8001; 0 turns it off). A "
+        "port in use stops the server with one line naming it, exit status 5.",
     )
     _add_settings_flags(serve)
     serve.set_defaults(func=_serve)

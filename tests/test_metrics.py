@@ -10,7 +10,19 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from service.metrics import PREFIX, Metrics
 
 #: Families whose last word is not a unit, on purpose: counts and states.
-UNITLESS = {"requests", "images", "batch_size", "queue_depth", "model_info", "model_ready"}
+#: Counts of things (the thing is the unit), info and state series.
+UNITLESS = {
+    "requests",
+    "images",
+    "batch_size",
+    "queue_depth",
+    "model_info",
+    "model_ready",
+    "model_loads",
+    "model_unloads",
+    "model_state",
+    "gate_outcome",
+}
 UNITS = ("_seconds", "_bytes", "_requests")
 #: Renamed in 0.x (CHANGELOG): the unit moved to the end.
 OLD_NAMES = (

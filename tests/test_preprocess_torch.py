@@ -149,7 +149,7 @@ def test_the_pipeline_hands_the_engine_the_backend_tensor_and_fails_only_the_bad
     served = pipeline.models.get("fake")
     served.preprocessor = TorchPreprocessor(served.entry.config.preprocessing, LIMITS, device="cpu")
     engine = TensorEngine()
-    pipeline.models._engine_factory = lambda *_: engine
+    pipeline.models._loader._engine_factory = lambda *_: engine
 
     async def classify(data: bytes) -> np.ndarray:
         outcome = await pipeline.serve(LocalCall(Inputs(images=[EncodedImage(data)])))

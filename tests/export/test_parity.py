@@ -11,6 +11,7 @@ from service.engines.onnxruntime import OnnxRuntimeEngine
 from service.engines.torchscript import TorchScriptEngine
 from service.export import parity
 from service.repository import load_model
+from service.settings import Settings
 from tests.conftest import export
 
 
@@ -41,9 +42,7 @@ def test_parity_runs_onnx_through_the_serving_engine_with_its_session_options(
     run = parity.RUNNERS["onnx"](version.artifact_path("onnx"))
     checked = run.__self__  # type: ignore[attr-defined]
     assert isinstance(checked, OnnxRuntimeEngine)
-    served = create_engine(
-        entry.config.model_copy(update={"device": "cpu"}), version, parity.SERVER_DEFAULTS
-    )
+    served = create_engine(entry.config.model_copy(update={"device": "cpu"}), version, Settings())
     assert isinstance(served, OnnxRuntimeEngine)
     assert session_options(checked) == session_options(served)
     assert session_options(checked)["spinning"] == "0"  # the server's default, not ORT's

@@ -101,7 +101,8 @@ def test_no_endpoint_takes_a_path(server: ServerProcess) -> None:
         for operation in operations.values()
         for p in operation.get("parameters", [])
     }
-    assert parameters <= {"top_k", "model", "version", "x-api-key", "X-API-Key"}, parameters
+    allowed = {"top_k", "model", "version", "x-api-key", "X-API-Key", "X-Request-Timeout-Ms"}
+    assert parameters <= allowed, parameters
     image = images.encode(images.photo_like(), "JPEG")
     response = httpx.post(
         f"{server.url}/classify",
