@@ -52,6 +52,8 @@ def image_parser(content_type: str | None, max_images: int) -> RawImage | Multip
 class RawImage:
     """A raw image body: one image, the body itself."""
 
+    heavy = False
+
     def __init__(self) -> None:
         self._body = bytearray()
 
@@ -69,6 +71,8 @@ class RawImage:
 
 class MultipartImages:
     """Collects multipart parts as they stream: ``file`` parts into buffers, others counted."""
+
+    heavy = False
 
     def __init__(self, boundary: bytes, max_images: int) -> None:
         self._max_images = max_images

@@ -77,6 +77,11 @@ class BodyParser(Protocol[X]):
     thread, after :meth:`cost_bytes` was checked against the parse budget.
     """
 
+    #: True when ``finish`` (and ``cost_bytes``) do work that grows with the body (a JSON
+    #: document): then a large body is finished in the parse thread. False when the body
+    #: was parsed as it streamed (multipart, a raw image, a protobuf parsed with its head).
+    heavy: bool
+
     def feed(self, chunk: bytes) -> None: ...
 
     def cost_bytes(self) -> int:

@@ -149,7 +149,7 @@ class Intake:
 
     async def parse(self, parser: BodyParser[X], size: int) -> Parsed[X]:
         """``parser.finish()``, off the event loop when the body is large, within budget."""
-        if size < INLINE_PARSE_BYTES:
+        if size < INLINE_PARSE_BYTES or not parser.heavy:
             return self._checked_finish(parser)
         return await self.offload(self._checked_finish, parser)
 

@@ -58,6 +58,8 @@ class LocalCall:
 class _Ready:
     """The inputs as given: nothing to parse."""
 
+    heavy = False
+
     def __init__(self, inputs: Inputs) -> None:
         self._inputs = inputs
 

@@ -93,6 +93,8 @@ class GrpcInferCall:
 class _MessageParser:
     """The already-parsed message's inputs, checked against the model."""
 
+    heavy = False
+
     def __init__(self, message: Any, check: Callable[[Any], tuple[Any, Reply]]) -> None:
         self._message = message
         self._check = check

@@ -222,6 +222,8 @@ class RestInferParser(Generic[X]):
     """The V2 REST body as the pipeline's parse stage takes it: kept as it streams,
     bounded before ``json.loads`` builds anything, parsed and checked in ``finish``."""
 
+    heavy = True  # json.loads and the counts before it grow with the body
+
     def __init__(
         self,
         header_length: str | None,

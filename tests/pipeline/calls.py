@@ -67,6 +67,8 @@ class BodyCall:
 
 
 class ChunkImages:
+    heavy = False
+
     def __init__(self) -> None:
         self.images: list[EncodedImage] = []
 
