@@ -97,6 +97,8 @@ class VersionLoader:
         model.status = "ready"
         self.metrics.model_loads.labels(model.name, outcome).inc()
         self.metrics.model_load_duration.labels(model.name).observe(time.monotonic() - started)
+        for unload in ("unloaded", "replaced"):  # exported at 0 before the first: rate() works
+            self.metrics.model_unloads.labels(model.name, unload)
         if model.version.info.weights.origin == "random":
             logger.warning(
                 "model %s v%d has RANDOM (untrained) weights: its predictions are "
