@@ -21,6 +21,8 @@ from service import tracing
 class TracedRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        if not tracing.enabled():
+            return handler  # nothing to name: no extra layer on every request
         name = f"{min(self.methods or {'GET'})} {self.path}"
 
         async def named(request: Request) -> Response:

@@ -9,7 +9,6 @@ reads.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from typing import Any
 from starlette.requests import Request
 
 from service.errors import BadRequest, ClientGone, PayloadTooLarge
+from service.pipeline.call import never
 
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"
 #: Digits in a Content-Length we parse: 18 digits already exceed any body we take, and
@@ -89,7 +89,7 @@ class HttpTransport:
     async def disconnected(self) -> None:
         """Returns when the client disconnects; after the body, ``receive`` only says that."""
         if not self.body_complete:
-            return await _forever()
+            return await never()
         while (await self.request.receive())["type"] != "http.disconnect":
             pass
 
@@ -124,7 +124,3 @@ async def small_json(request: Request) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise BadRequest("the body must be a JSON object")
     return document
-
-
-async def _forever() -> None:
-    await asyncio.Event().wait()

@@ -10,6 +10,7 @@ from service.pipeline.call import (
     Outcome,
     Parsed,
     Timings,
+    never,
 )
 from service.pipeline.hub import UNRESOLVED, Pipeline, let_go, parse_version
 
@@ -26,5 +27,6 @@ __all__ = [
     "Pipeline",
     "Timings",
     "let_go",
+    "never",
     "parse_version",
 ]

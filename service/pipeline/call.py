@@ -11,6 +11,7 @@ reservations or metrics.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
@@ -121,6 +122,12 @@ class Call(Protocol[X, R_co]):
     def encode(self, parsed: Parsed[X], outcome: Outcome) -> R_co:
         """The door's answer for a successful call (runs on the event loop: small work)."""
         ...
+
+
+async def never() -> None:
+    """A ``disconnected`` for a transport that cannot see the client go (or whose server
+    cancels the call itself, as grpc.aio does): it never returns."""
+    await asyncio.Event().wait()
 
 
 @dataclass(frozen=True)

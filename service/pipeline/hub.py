@@ -44,7 +44,7 @@ from service.errors import (
 )
 from service.logs import request_id_var
 from service.metrics import Metrics
-from service.pipeline.call import Call, Door, Inputs, Outcome, Timings
+from service.pipeline.call import Call, Door, Head, Inputs, Outcome, Timings
 from service.pipeline.decoding import Decoder
 from service.pipeline.intake import BodyHold, Intake
 from service.pipeline.lanes import DecodeLanes
@@ -135,7 +135,8 @@ class Pipeline:
         started = time.perf_counter()
         token = request_id_var.set(call.request_id)
         tracing.annotate(request_id=call.request_id, door=call.door)
-        labels = UNRESOLVED
+        head: Head | None = None
+        labels: tuple[str, str] | None = None
         hold = BodyHold(self.body_budget)
         reservation: Reservation | None = None
         door_admitted = False
@@ -143,7 +144,6 @@ class Pipeline:
         error: BaseException | None = None
         try:
             head = await call.head()
-            labels = self._labels_for(head.model)
             check_api_key(self.settings.api_key, head.api_key)
             self._admit_door(call.door)
             door_admitted = True
@@ -175,6 +175,8 @@ class Pipeline:
                 self._door_calls[call.door] -= 1
             if in_flight is not None:
                 in_flight.dec()
+            if labels is None:  # refused before its version was resolved
+                labels = UNRESOLVED if head is None else self._labels_for(head.model)
             self._observe(call.door, labels, error, started)
             request_id_var.reset(token)
             if error is not None:

@@ -7,11 +7,10 @@ resolution, deadline, admission, decode, batch, engine, counting under ``door``.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
-from service.pipeline.call import Door, Head, Inputs, Outcome, Parsed
+from service.pipeline.call import Door, Head, Inputs, Outcome, Parsed, never
 from service.pool import ServedModel
 
 
@@ -46,7 +45,7 @@ class LocalCall:
         yield b""  # an async generator with no chunks
 
     async def disconnected(self) -> None:
-        await asyncio.Event().wait()
+        await never()
 
     def parser(self, served: ServedModel) -> _Ready:
         return _Ready(self.inputs)

@@ -242,11 +242,8 @@ def _numbers(name: str, values: Any) -> npt.NDArray[np.float32]:
         raise BadRequest(f"input {name!r}: FP32 data must be numbers; a value is out of range")
     if array.size and array.dtype.kind not in "iuf":  # strings, booleans, mixed
         raise BadRequest(f"input {name!r}: FP32 data must be numbers")
-    with np.errstate(over="ignore"):
-        converted = array.astype(np.float32).ravel()
-    if not np.isfinite(converted).all():
-        raise BadRequest(f"input {name!r}: an FP32 value is out of range or not finite")
-    return converted
+    with np.errstate(over="ignore"):  # a value past float32 becomes inf: the pipeline's
+        return array.astype(np.float32).ravel()  # finiteness check refuses it (400)
 
 
 def _flatten_bytes(name: str, values: Any, max_items: int) -> list[Any]:

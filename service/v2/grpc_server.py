@@ -19,7 +19,6 @@ as ``/health/*`` does not, so orchestrators can probe it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -30,7 +29,7 @@ from service import tracing
 from service.errors import ServiceError, UnknownModel
 from service.lifecycle import ADMIN_KEY_METADATA
 from service.logs import request_id_from, request_id_var
-from service.pipeline import Door, Head, Outcome, Parsed, Pipeline, let_go
+from service.pipeline import Door, Head, Outcome, Parsed, Pipeline, let_go, never
 from service.pool import ServedModel
 from service.security import check_api_key
 from service.settings import Settings
@@ -74,8 +73,7 @@ class GrpcInferCall:
         yield self._raw  # gRPC received the whole message before the call began
 
     async def disconnected(self) -> None:
-        # grpc.aio cancels the handler task itself when the client goes: nothing to watch.
-        await asyncio.Event().wait()
+        await never()  # grpc.aio cancels the handler task itself when the client goes
 
     def parser(self, served: ServedModel) -> _MessageParser:
         limits = limits_of(served, self._pipeline.settings.max_images_per_request)
