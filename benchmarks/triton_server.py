@@ -41,12 +41,14 @@ def _image_bytes(cell: Any) -> bytes:
     return bytes(cell)
 
 
-def make_infer(repository: Path, model: str, version: int) -> tuple[Any, int]:
+def make_infer(
+    repository: Path, model: str, version: int, max_batch_size: int
+) -> tuple[Any, int]:
     """The batched inference function and the model's class count."""
     entry, chosen = Variant(model, version).resolve(repository)
     settings = Settings()
     engine = create_engine(entry.config, chosen, settings)
-    engine.warmup((1,))
+    engine.warmup(max_batch_size)  # every size it may run, as our server warms
     pre = Preprocessor(entry.config.preprocessing, Limits(max_pixels=settings.max_image_pixels))
     pool = ThreadPoolExecutor(settings.effective_decode_threads(), thread_name_prefix="decode")
     classes = len(entry.config.labels)
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=32)
     args = parser.parse_args(argv)
 
-    infer, classes = make_infer(args.repository, args.model, args.version)
+    infer, classes = make_infer(args.repository, args.model, args.version, args.max_batch_size)
     config = TritonConfig(
         http_address="127.0.0.1",
         http_port=args.http_port,
