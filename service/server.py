@@ -32,7 +32,6 @@ lifespan, it was a 40-line traceback and the strict mode's status).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import math
 import signal
@@ -51,6 +50,7 @@ from service.errors import ModelUnavailable
 from service.http_limits import bounded_http_protocol
 from service.logs import configure_logging
 from service.ports import LISTEN_BACKLOG, PortUnavailable, check_grpc_port, listen_http
+from service.process import freeze_startup_heap, return_large_frees_to_the_os
 from service.settings import Settings
 from service.tracing import configure_tracing, shutdown_tracing
 
@@ -116,6 +116,7 @@ class DrainingServer(uvicorn.Server):
         self.exit_code = 0
         self._signalled = False
         self._strict_pending = bool(app.state.settings.strict)
+        self._heap_pending = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._signalled:
@@ -161,6 +162,9 @@ class DrainingServer(uvicorn.Server):
         self.force_exit = True
 
     async def on_tick(self, counter: int) -> bool:
+        if self._heap_pending and self._app.state.models.loaded:
+            self._heap_pending = False
+            freeze_startup_heap()
         if self._strict_pending and self._app.state.models.loaded:
             self._strict_pending = False
             self._check_strict()
@@ -174,37 +178,6 @@ class DrainingServer(uvicorn.Server):
             logger.error("strict mode: model %s %s; exiting", model, reason)
         self.exit_code = EXIT_STARTUP_FAILED
         self.should_exit = True
-
-
-#: glibc's mallopt parameters (malloc.h): M_TRIM_THRESHOLD and M_MMAP_THRESHOLD.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-#: Allocations from this size up get their own mapping, returned to the OS when freed:
-#: large-image buffers; a 640x480 photo's (1.2 MB) stay on the heap, reused.
-MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
-#: Free memory at the top of a heap kept for reuse before it is given back.
-TRIM_THRESHOLD_BYTES = 32 * 1024 * 1024
-
-
-def return_large_frees_to_the_os() -> None:
-    """Keep large decode buffers from lingering in the heap after they are freed (glibc).
-
-    glibc raises its mmap threshold each time a mapped block is freed (up to 32 MiB), so
-    after the first large image, Pillow's 16 MiB image blocks and numpy buffers come
-    from per-thread heaps that keep the memory after ``free``: RSS then grows past what
-    the decode budget holds (measured: 716 MiB still resident after a 40 MP palette PNG,
-    idle 407). A fixed threshold sends them back to ``mmap`` (395 MiB after the same
-    image). Fixing it also freezes the trim threshold at 128 KiB, which made every
-    photo's decode shrink and regrow the heap (4.1 -> 6.8 ms per 640x480 JPEG), hence
-    the trim threshold set too (4.4 ms, the same as glibc's defaults).
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (macOS, musl): their allocators do not behave this way
-        return
-    ok = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
-    ok = libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1 and ok
-    if not ok:
-        logger.warning("mallopt failed; freed decode memory may linger in the heap")
 
 
 def run_server(settings: Settings) -> int:

@@ -38,6 +38,19 @@ def test_matches_torchvision_on_real_photos(photos_dir: Path, name: str) -> None
     np.testing.assert_allclose(ours, reference, atol=1e-5)
 
 
+def test_every_8_bit_level_normalises_bit_identically_to_torchvision() -> None:
+    """All 256 levels in every channel: the normalisation is torchvision's, to the bit."""
+    import torchvision.transforms.functional as tvf
+
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    pixels = np.stack([levels, levels.T, 255 - levels], axis=-1)
+    image = Image.fromarray(pixels, "RGB")
+    ours = Preprocessor(IMAGENET, LIMITS).to_tensor(image)
+    reference = tvf.normalize(tvf.to_tensor(image), IMAGENET.mean, IMAGENET.std).numpy()
+    assert ours.dtype == np.float32
+    assert np.array_equal(ours, reference)
+
+
 @pytest.mark.parametrize("name", ["retina.jpg", "hubble_deep_field.jpg"])
 def test_jpeg_draft_mode_changes_the_input_only_slightly(photos_dir: Path, name: str) -> None:
     """Large JPEGs decode at reduced scale; the model input moves by a bounded amount."""
