@@ -122,3 +122,15 @@ def test_admin_key_comes_from_its_file_and_must_differ_from_the_api_key(tmp_path
     with pytest.raises(ValueError, match="give the admin key once"):
         Settings(admin_api_key="a", admin_api_key_file=key_file)
     assert Settings().model_control_mode == "none"  # the default needs no key
+
+
+def test_grpc_streams_per_connection_follow_the_calls_grpc_admits_unless_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lower cap refuses calls one channel sends within the service's limits."""
+    assert Settings().effective_grpc_streams_per_connection() == 2 * 64
+    assert Settings(grpc_max_concurrent_rpcs=10).effective_grpc_streams_per_connection() == 20
+    monkeypatch.setenv("RESNET_SERVE_GRPC_MAX_STREAMS_PER_CONNECTION", "48")
+    assert load_settings().effective_grpc_streams_per_connection() == 48
+    with pytest.raises(ValueError, match="grpc_max_streams_per_connection"):
+        Settings(grpc_max_streams_per_connection=-1)

@@ -44,8 +44,36 @@ class NetworkSettings(BaseModel):
         256, ge=1, description="V2 gRPC connections open at once; past it, refused by gRPC."
     )
     grpc_max_streams_per_connection: int = Field(
-        32, ge=1, description="Concurrent V2 gRPC calls (HTTP/2 streams) on one connection."
+        0,
+        ge=0,
+        description="Concurrent V2 gRPC calls (HTTP/2 streams) on one connection; past it "
+        "gRPC refuses the call (UNAVAILABLE, RST_STREAM REFUSED_STREAM): clients do not "
+        "reliably queue at the limit. 0: twice grpc_max_concurrent_rpcs, every call gRPC "
+        "admits, so one channel (as tritonclient opens) can use them all.",
     )
     grpc_idle_timeout_s: float = Field(
         300.0, gt=0, description="A V2 gRPC connection with no call for this long is closed."
     )
+
+    def grpc_calls_admitted(self) -> int:
+        """Calls gRPC itself admits at once (its ``maximum_concurrent_rpcs``).
+
+        Twice the pipeline's limit: gRPC reads a whole message before the servicer sees
+        it, so the calls past ``grpc_max_concurrent_rpcs`` must reach the pipeline to be
+        answered UNAVAILABLE and counted; past this, gRPC answers RESOURCE_EXHAUSTED on
+        its own. Times ``grpc_max_message_bytes``, it bounds what gRPC messages hold.
+        """
+        return 2 * self.grpc_max_concurrent_rpcs
+
+    def effective_grpc_streams_per_connection(self) -> int:
+        """The HTTP/2 ``MAX_CONCURRENT_STREAMS`` each V2 gRPC connection announces.
+
+        Unset (0), every call gRPC admits (:meth:`grpc_calls_admitted`): a lower cap
+        refuses calls that one channel sends within the service's limits, because gRPC's
+        server counts a finished stream a moment longer than the client does and refuses
+        the next one (``REFUSED_STREAM``, the client sees UNAVAILABLE) instead of the
+        client waiting for room. A refused stream's data is dropped unread.
+        """
+        if self.grpc_max_streams_per_connection:
+            return self.grpc_max_streams_per_connection
+        return self.grpc_calls_admitted()

@@ -9,12 +9,18 @@ the request id (echoed back), and a caller's ``traceparent`` continues in the se
 span the OpenTelemetry interceptor opens when tracing is on.
 
 Transport bounds (what gRPC holds before the servicer sees it): messages of at most
-``grpc_max_message_bytes``; at most ``grpc_max_connections`` connections, each with at
-most ``grpc_max_streams_per_connection`` streams; per-stream flow-control windows of
-64 KiB without BDP growth; calls admitted by gRPC at most twice the pipeline's limit
+``grpc_max_message_bytes``; calls admitted by gRPC at most twice the pipeline's limit
 ``grpc_max_concurrent_rpcs`` (calls past the pipeline's limit are answered UNAVAILABLE,
-retryable, and counted). Health (ServerLive, ServerReady, ModelReady) needs no API key,
-as ``/health/*`` does not, so orchestrators can probe it.
+retryable, and counted); at most ``grpc_max_connections`` connections; per-stream
+flow-control windows of 64 KiB without BDP growth. Each connection takes at most
+``grpc_max_streams_per_connection`` streams, by default every call gRPC admits: gRPC's
+server refuses a stream past that cap (``REFUSED_STREAM``, UNAVAILABLE to the client)
+rather than the client waiting for room, and it counts a finished stream a moment
+longer than the client does, so a cap below what one channel may send refuses calls
+within the service's limits (tritonclient sends every call on one channel).
+
+Health (ServerLive, ServerReady, ModelReady) needs no API key, as ``/health/*`` does
+not, so orchestrators can probe it.
 """
 
 from __future__ import annotations
@@ -283,12 +289,12 @@ async def start_grpc_server(pipeline: Pipeline, settings: Settings) -> Any:
         # pipeline's limit it refuses on its own (RESOURCE_EXHAUSTED, uncounted), below
         # that the pipeline answers UNAVAILABLE and counts. The bound on what messages
         # can hold is this times grpc_max_message_bytes.
-        maximum_concurrent_rpcs=2 * settings.grpc_max_concurrent_rpcs,
+        maximum_concurrent_rpcs=settings.grpc_calls_admitted(),
         options=[
             ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
             ("grpc.max_send_message_length", -1),
             ("grpc.max_metadata_size", 16 * 1024),
-            ("grpc.max_concurrent_streams", settings.grpc_max_streams_per_connection),
+            ("grpc.max_concurrent_streams", settings.effective_grpc_streams_per_connection()),
             ("grpc.max_allowed_incoming_connections", settings.grpc_max_connections),
             ("grpc.http2.lookahead_bytes", STREAM_WINDOW_BYTES),
             ("grpc.http2.bdp_probe", 0),

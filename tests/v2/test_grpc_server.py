@@ -108,8 +108,13 @@ def test_a_malformed_message_is_invalid_argument_not_unknown() -> None:
     assert context.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_server_bounds_what_grpc_holds_before_the_servicer(monkeypatch: pytest.MonkeyPatch) -> None:
-    """gRPC reads a message before the budget sees it: its bounds must reach grpc."""
+@pytest.mark.parametrize(("streams", "announced"), [(None, 14), (5, 5)])
+def test_server_bounds_what_grpc_holds_before_the_servicer(
+    monkeypatch: pytest.MonkeyPatch, streams: int | None, announced: int
+) -> None:
+    """gRPC reads a message before the budget sees it: its bounds must reach grpc. Unset,
+    the per-connection stream cap is every call gRPC admits (one channel may use them
+    all); set, it is honoured."""
     from service.v2 import grpc_server
 
     seen: dict[str, Any] = {}
@@ -129,12 +134,17 @@ def test_server_bounds_what_grpc_holds_before_the_servicer(monkeypatch: pytest.M
         return Server()
 
     monkeypatch.setattr(grpc_server.grpc.aio, "server", server)
-    settings = Settings(grpc_port=1234, grpc_max_message_bytes=65536, grpc_max_concurrent_rpcs=7)
+    settings = Settings(
+        grpc_port=1234,
+        grpc_max_message_bytes=65536,
+        grpc_max_concurrent_rpcs=7,
+        **({} if streams is None else {"grpc_max_streams_per_connection": streams}),
+    )
     pipeline = RefusingPipeline()
     asyncio.run(grpc_server.start_grpc_server(pipeline, settings))  # type: ignore[arg-type]
     assert seen["maximum_concurrent_rpcs"] == 14  # the pipeline answers 8..14 UNAVAILABLE
     options = dict(seen["options"])
     assert options["grpc.max_receive_message_length"] == 65536
-    assert options["grpc.max_concurrent_streams"] == settings.grpc_max_streams_per_connection
+    assert options["grpc.max_concurrent_streams"] == announced
     assert options["grpc.max_allowed_incoming_connections"] == settings.grpc_max_connections
     assert options["grpc.http2.bdp_probe"] == 0
