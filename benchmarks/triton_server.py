@@ -41,9 +41,7 @@ def _image_bytes(cell: Any) -> bytes:
     return bytes(cell)
 
 
-def make_infer(
-    repository: Path, model: str, version: int, max_batch_size: int
-) -> tuple[Any, int]:
+def make_infer(repository: Path, model: str, version: int, max_batch_size: int) -> tuple[Any, int]:
     """The batched inference function and the model's class count."""
     entry, chosen = Variant(model, version).resolve(repository)
     settings = Settings()
