@@ -3,8 +3,10 @@
 Why not a profiler's shares: py-spy ``--native`` samples the native stacks of threads
 that are waiting, and files them under whatever Python frame sits on top; the event
 loop's thread, parked in ``epoll_wait`` most of the time, comes out several times too
-expensive. The kernel's own accounting (``utime + stime`` of
-``/proc/<pid>/task/<tid>/stat``) is exact: each thread's CPU time, to the clock tick.
+expensive. The kernel's own accounting is exact: each thread's time on a CPU, in
+nanoseconds (``/proc/<pid>/task/<tid>/schedstat``, field 1). Where a kernel has no
+schedstat, ``utime + stime`` of the thread's ``stat`` stand in: the same figure in clock
+ticks (10 ms each, per thread: a window of a few images then reads 0 for a light thread).
 
 Which thread does what, from its OS name (``comm``, given by :mod:`service.threads`):
 
@@ -90,12 +92,17 @@ def snapshot(pid: int, proc: Path = Path("/proc")) -> ThreadSnapshot:
     """Every thread of ``pid`` now; a thread that ends while being read is left out."""
     ticks_per_s = os.sysconf("SC_CLK_TCK")
     root = proc / str(pid)
+    precise = (root / "schedstat").is_file()  # one kernel: all threads have it, or none
     threads: dict[int, ThreadTimes] = {}
     for task in (root / "task").iterdir():
         try:
-            threads[int(task.name)] = parse_stat((task / "stat").read_text(), ticks_per_s)
+            times = parse_stat((task / "stat").read_text(), ticks_per_s)
+            if precise:
+                on_cpu_ns = int((task / "schedstat").read_text().split()[0])
+                times = ThreadTimes(times.comm, on_cpu_ns / 1e9)
         except (FileNotFoundError, ProcessLookupError):
             continue
+        threads[int(task.name)] = times
     process_comm = (root / "comm").read_text().rstrip("\n")
     return ThreadSnapshot(pid, process_comm, threads)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -88,16 +89,34 @@ def test_a_stat_line_is_read_past_a_name_holding_spaces_and_parentheses() -> Non
     assert times == ThreadTimes("we (ird) name", 2.0)
 
 
-def test_snapshot_reads_every_task_and_skips_one_that_ended(tmp_path: Path) -> None:
-    tasks = tmp_path / str(PID) / "task"
+def fake_proc(root: Path, *, schedstat: bool) -> None:
+    """Process ``PID`` with threads PID and 101 (300 + 100 ticks, 1.5 s in schedstat), and
+    thread 102, listed but ended before its files were read."""
+    tasks = root / str(PID) / "task"
     for tid, comm in [(PID, "python"), (101, "decode_0")]:
         (tasks / str(tid)).mkdir(parents=True)
         (tasks / str(tid) / "stat").write_text(stat_line(comm, 300, 100))
-    (tasks / "102").mkdir()  # listed, then gone before its stat was read
-    (tmp_path / str(PID) / "comm").write_text("python\n")
+        if schedstat:
+            (tasks / str(tid) / "schedstat").write_text("1500000000 2000 30\n")
+    (tasks / "102").mkdir()
+    if schedstat:  # 103 ended between its two reads
+        (tasks / "103").mkdir()
+        (tasks / "103" / "stat").write_text(stat_line("parse_0", 1, 1))
+        (root / str(PID) / "schedstat").write_text("3000000000 4000 60\n")
+    (root / str(PID) / "comm").write_text("python\n")
+
+
+def test_snapshot_reads_each_threads_nanoseconds_on_cpu(tmp_path: Path) -> None:
+    fake_proc(tmp_path, schedstat=True)
+    found = threads.snapshot(PID, proc=tmp_path)
+    assert found.process_comm == "python"
+    assert found.threads == {PID: ThreadTimes("python", 1.5), 101: ThreadTimes("decode_0", 1.5)}
+
+
+def test_without_schedstat_a_snapshot_falls_back_to_clock_ticks(tmp_path: Path) -> None:
+    fake_proc(tmp_path, schedstat=False)
     found = threads.snapshot(PID, proc=tmp_path)
     ticks = os.sysconf("SC_CLK_TCK")
-    assert found.process_comm == "python"
     assert found.threads == {
         PID: ThreadTimes("python", 400 / ticks),
         101: ThreadTimes("decode_0", 400 / ticks),
@@ -105,10 +124,19 @@ def test_snapshot_reads_every_task_and_skips_one_that_ended(tmp_path: Path) -> N
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
-def test_snapshot_of_this_process_sees_its_threads() -> None:
+def test_snapshot_of_this_process_sees_its_threads_and_their_cpu_time() -> None:
+    sum(range(200_000))  # some CPU time of this thread's own
+    before = time.thread_time()
     found = threads.snapshot(os.getpid())
-    assert os.getpid() in found.threads and threading.get_native_id() in found.threads
-    assert all(t.cpu_s >= 0 for t in found.threads.values())
+    after = time.thread_time()
+    assert os.getpid() in found.threads
+    mine = found.threads[threading.get_native_id()].cpu_s
+    if Path(f"/proc/{os.getpid()}/schedstat").is_file():
+        # The clock thread_time() reads, in ns; a running thread's is brought up to date
+        # at least every scheduler tick (10 ms at HZ=100), so it may lag by up to one.
+        assert before - 0.011 <= mine <= after
+    else:  # whole clock ticks, rounded down
+        assert mine <= after
 
 
 def edges(first: ThreadSnapshot | None, last: ThreadSnapshot | None) -> Load:
