@@ -19,7 +19,6 @@ initializer raises is broken, and every job sent to it would fail.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 import threading
 from collections.abc import Callable
@@ -39,7 +38,9 @@ def _setname() -> Callable[[bytes], int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        # The symbols already loaded in this process (libc among them): no library search,
+        # which would run ldconfig in a subprocess.
+        libc = ctypes.CDLL(None)
         setname = libc.pthread_setname_np
         self_id = libc.pthread_self
     except (OSError, AttributeError):  # musl before 1.2.3, or no libc found
