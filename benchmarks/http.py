@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import uvloop
 
-from benchmarks import wire
+from benchmarks import threads, wire
 from benchmarks.harness import ServerProcess, metric_value
 
 # The loop's names, re-exported: callers (doors, triton, ab, profile) use them as http.*.
@@ -96,13 +96,17 @@ def raw_bodies(images: list[tuple[str, bytes]]) -> list[Body]:
 
 
 class ServiceProbe:
-    """Our server: CPU time from /proc, batch sizes from its /metrics histogram."""
+    """Our server: CPU time from /proc (in all and per thread: its threads carry their
+    OS names), batch sizes from its /metrics histogram."""
 
     def __init__(self, server: ServerProcess, labels: dict[str, str]) -> None:
         self.server, self.labels = server, labels
 
     def server_cpu_s(self) -> float:
         return self.server.cpu_seconds()
+
+    def server_threads(self) -> threads.ThreadSnapshot:
+        return threads.snapshot(self.server.process.pid)
 
     async def batch_counters(self) -> tuple[float, float]:
         async with httpx.AsyncClient(timeout=30) as client:

@@ -1,12 +1,13 @@
 """The closed loop and its summary: protocol-free, server-free.
 
 ``concurrency`` workers each send the next request as soon as theirs ends (a ``Send``
-knows the door), and a :class:`Probe` reads the server's CPU time and batch counters at
-the window's edges. Each level is one continuous run: the first ``warmup_s`` fill the
-queue to its steady state and are not counted; throughput counts completions inside the
-measured window; requests still in flight when it closes are awaited (so the next level
-starts on an idle server) but not counted. The client's own CPU time (this process, all
-threads) over the window is part of every summary.
+knows the door), and a :class:`Probe` reads the server's CPU time (per thread too, where
+it can: :mod:`benchmarks.threads`) and batch counters at the window's edges. Each level
+is one continuous run: the first ``warmup_s`` fill the queue to its steady state and are
+not counted; throughput counts completions inside the measured window; requests still
+in flight when it closes are awaited (so the next level starts on an idle server) but not
+counted. The client's own CPU time (this process, all threads) over the window is part of
+every summary.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from benchmarks import machine
+from benchmarks import machine, threads
 from benchmarks.harness import percentile
 
 
@@ -69,6 +70,10 @@ class LevelResult:
     server_cpu_share: float = 0.0
     #: Server CPU per image: what the service costs if it had the machine alone.
     server_cpu_ms_per_image: float = 0.0
+    #: The same split by what each server thread does (:data:`benchmarks.threads.GROUPS`:
+    #: event loop, decode, parse, engine, grpc, other), exact from /proc; empty where the
+    #: probe cannot see the server's threads (Triton).
+    server_cpu_ms_by_thread: dict[str, float] = field(default_factory=dict)
     #: Server + client CPU per image.
     cpu_ms_per_image: float = 0.0
 
@@ -96,14 +101,19 @@ class Snapshot:
     server_cpu_s: float
     batch_sum: float
     batch_count: float
+    #: Every server thread's CPU time, where the probe can read them.
+    server_threads: threads.ThreadSnapshot | None = None
 
 
 class Probe(Protocol):
-    """What the loop reads from a server (ours, Triton): its CPU time so far (cheap,
-    read at the very edge of the window) and its batch-size counters (a scrape, read
-    outside the window so its cost is counted neither to the client nor the server)."""
+    """What the loop reads from a server (ours, Triton): its CPU time so far, in all and
+    per thread (cheap, read at the very edge of the window; None where the threads are
+    not the server's to name) and its batch-size counters (a scrape, read outside the
+    window so its cost is counted neither to the client nor the server)."""
 
     def server_cpu_s(self) -> float: ...
+
+    def server_threads(self) -> threads.ThreadSnapshot | None: ...
 
     async def batch_counters(self) -> tuple[float, float]: ...
 
@@ -146,18 +156,22 @@ async def closed_loop(send: Send, concurrency: int, budget: LoadBudget, probe: P
             if outcome.error is not None:
                 await asyncio.sleep(budget.error_pause_s)
 
-    def clocks() -> tuple[float, float, float]:
-        return time.perf_counter(), time.process_time(), probe.server_cpu_s()
+    def clocks() -> tuple[float, float, float, threads.ThreadSnapshot | None]:
+        # Server threads right after the totals: one small /proc read per thread.
+        totals = time.perf_counter(), time.process_time(), probe.server_cpu_s()
+        return (*totals, probe.server_threads())
 
     async def marks() -> tuple[Snapshot, Snapshot]:
         await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
         counters = await probe.batch_counters()  # before the window opens
-        first = Snapshot(*clocks(), *counters)
+        at, client_cpu_s, server_cpu_s, server_threads = clocks()
+        first = Snapshot(at, client_cpu_s, server_cpu_s, *counters, server_threads)
         # Close the window at its end, or earlier once the request budget is spent.
         remaining = max(0.0, window_end - time.perf_counter())
         await asyncio.wait(workers, timeout=remaining)
-        at, client_cpu_s, server_cpu_s = clocks()
-        return first, Snapshot(at, client_cpu_s, server_cpu_s, *await probe.batch_counters())
+        at, client_cpu_s, server_cpu_s, server_threads = clocks()
+        counters = await probe.batch_counters()
+        return first, Snapshot(at, client_cpu_s, server_cpu_s, *counters, server_threads)
 
     workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
     first, last = await marks()
@@ -185,6 +199,10 @@ def summarise(
     client_s = last.client_cpu_s - first.client_cpu_s
     server_s = last.server_cpu_s - first.server_cpu_s
     images = len(completed) * images_per_request
+    by_thread: dict[str, float] = {}
+    if first.server_threads is not None and last.server_threads is not None:
+        spent = threads.cpu_by_group(first.server_threads, last.server_threads)
+        by_thread = threads.ms_per_image(spent, images)
     return LevelResult(
         variant=variant,
         batching=batching,
@@ -210,5 +228,6 @@ def summarise(
         client_cpu_ms_per_request=client_s / len(completed) * 1000 if completed else 0.0,
         server_cpu_share=server_s / cpu_capacity,
         server_cpu_ms_per_image=server_s / images * 1000 if images else 0.0,
+        server_cpu_ms_by_thread=by_thread,
         cpu_ms_per_image=(server_s + client_s) / images * 1000 if images else 0.0,
     )

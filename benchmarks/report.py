@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report_doors
-from benchmarks.tables import num, pct, table
+from benchmarks.tables import SPLIT_HEADER, num, pct, table, thread_split
 
 
 def _best(rows: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
@@ -231,6 +231,7 @@ def markdown(results: dict[str, Any]) -> str:
             "client CPU ms/req (share)",
             "server CPU",
             "CPU ms/img",
+            SPLIT_HEADER,
         ],
         [
             [
@@ -249,6 +250,7 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{num(r.get('client_cpu_ms_per_request'), 2)} ({r['client_cpu_share']:.1%})",
                 f"{r['server_cpu_share']:.0%}",
                 num(r.get("cpu_ms_per_image")),
+                thread_split(r.get("server_cpu_ms_by_thread")),
             ]
             for r in results["http"]
         ],

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.tables import num, table
+from benchmarks.tables import SPLIT_HEADER, num, table, thread_split
 
 
 def _key(row: dict[str, Any]) -> str:
@@ -177,13 +177,14 @@ def _rows_table(results: dict[str, Any], rows: list[dict[str, Any]], base: str) 
                 num(r["p99_ms"]),
                 num(r["mean_batch_size"], 2),
                 num(r["server_cpu_ms_per_image"]),
+                thread_split(r.get("server_cpu_ms_by_thread")),
                 f"{num(r['client_cpu_ms_per_request'], 2)} ({r['client_cpu_share']:.1%})",
             ]
         )
     headers = ["server", "model", "door", "input", "conc.", "requests", "errors", "img/s"]
     headers += [f"x {base} limit", "x Triton (same door or its best, same c)", "p50 ms"]
     headers += ["p99 ms", "mean batch"]
-    headers += ["server CPU ms/img", "client CPU ms/req (share)"]
+    headers += ["server CPU ms/img", SPLIT_HEADER, "client CPU ms/req (share)"]
     return table(headers, body)
 
 

@@ -141,6 +141,10 @@ class TritonProbe:
             total += times.user + times.system
         return total
 
+    def server_threads(self) -> None:
+        """Triton's threads are not ours to name: no per-thread split."""
+        return None
+
     async def batch_counters(self) -> tuple[float, float]:
         url = f"http://127.0.0.1:{self.triton.metrics_port}/metrics"
         async with httpx.AsyncClient(timeout=30) as client:

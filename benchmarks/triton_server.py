@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from service.engines import create_engine
 from service.postprocess import softmax
 from service.preprocess import Limits, Preprocessor
 from service.settings import Settings
+from service.threads import named_executor
 
 
 def _image_bytes(cell: Any) -> bytes:
@@ -41,16 +41,14 @@ def _image_bytes(cell: Any) -> bytes:
     return bytes(cell)
 
 
-def make_infer(
-    repository: Path, model: str, version: int, max_batch_size: int
-) -> tuple[Any, int]:
+def make_infer(repository: Path, model: str, version: int, max_batch_size: int) -> tuple[Any, int]:
     """The batched inference function and the model's class count."""
     entry, chosen = Variant(model, version).resolve(repository)
     settings = Settings()
     engine = create_engine(entry.config, chosen, settings)
     engine.warmup(max_batch_size)  # every size it may run, as our server warms
     pre = Preprocessor(entry.config.preprocessing, Limits(max_pixels=settings.max_image_pixels))
-    pool = ThreadPoolExecutor(settings.effective_decode_threads(), thread_name_prefix="decode")
+    pool = named_executor(settings.effective_decode_threads(), "decode")
     classes = len(entry.config.labels)
 
     def infer(image: npt.NDArray[Any]) -> dict[str, npt.NDArray[np.float32]]:

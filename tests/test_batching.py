@@ -8,7 +8,10 @@ was still held*.
 from __future__ import annotations
 
 import asyncio
+import sys
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,6 +60,34 @@ def test_concurrent_requests_form_batches_and_get_their_own_answers() -> None:
         await batcher.stop(5)
 
     asyncio.run(scenario())
+
+
+class NameRecordingEngine(FakeEngine):
+    """Records the OS name of the thread each batch runs in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.os_names: list[str] = []
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        comm = Path(f"/proc/self/task/{threading.get_native_id()}/comm")
+        self.os_names.append(comm.read_text().strip())
+        return super().run(batch)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_engine_thread_carries_the_models_name_in_the_os() -> None:
+    """top -H and benchmarks.threads tell a model's engine thread apart by it."""
+
+    async def scenario() -> list[str]:
+        engine = NameRecordingEngine()
+        batcher = make_batcher(engine)
+        batcher.start()
+        await classify(batcher, [1.0])
+        await batcher.stop(5)
+        return engine.os_names
+
+    assert asyncio.run(scenario()) == ["engine-fake:1_0"]
 
 
 def test_config_is_frozen() -> None:

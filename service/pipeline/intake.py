@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from service.budgets import Budget
@@ -36,6 +35,7 @@ from service.errors import (
 )
 from service.pipeline.call import BodyParser, Call, Head, Parsed
 from service.settings import Settings
+from service.threads import named_executor
 
 X = TypeVar("X")
 A = TypeVar("A")
@@ -77,7 +77,7 @@ class Intake:
     def __init__(self, settings: Settings, body_budget: Budget) -> None:
         self.settings = settings
         self.body_budget = body_budget
-        self._parse_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
+        self._parse_thread = named_executor(1, "parse")
 
     def close(self) -> None:
         self._parse_thread.shutdown(wait=True, cancel_futures=True)

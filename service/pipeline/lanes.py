@@ -24,11 +24,12 @@ with construction: it stops both lanes and cancels every job not yet started.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import TypeVar
 
 from service.preprocess import OpenedImage
 from service.settings import Settings
+from service.threads import named_executor
 
 __all__ = ["DecodeLanes"]
 
@@ -46,10 +47,9 @@ class DecodeLanes:
             )
         #: Work (pixel-passes) above which a decode goes to the heavy lane.
         self.heavy_work = heavy_work
-        self._cheap = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
-        self._heavy = ThreadPoolExecutor(
-            max_workers=heavy_threads, thread_name_prefix="decode-heavy"
-        )
+        # Named (``decode_0``, ``decode-heavy_0``) in the OS too: see service/threads.py.
+        self._cheap = named_executor(threads, "decode")
+        self._heavy = named_executor(heavy_threads, "decode-heavy")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DecodeLanes:

@@ -16,6 +16,7 @@ from benchmarks.doors import DOORS, build_requests
 from benchmarks.inputs import SMALL_SIZE, Variant, make_jpegs, source_photos
 from benchmarks.run import main
 from benchmarks.sidebyside import PHONE_DOORS
+from benchmarks.threads import GROUPS
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +95,8 @@ def test_quick_run_figures_are_positive_and_consistent(quick_results: tuple[dict
         assert row["client_cpu_ms_per_request"] > 0
         assert row["cpu_ms_per_image"] > 0
         assert 0 < row["measured"] <= row["requests"]
+        split = row["server_cpu_ms_by_thread"]
+        assert split["engine"] > 0 and split["decode"] > 0 and split["event loop"] > 0
     (ratio,) = results["ratios"]
     assert ratio["service_over_engine"] > 0
     assert ratio["low_load_overhead_ms"] == pytest.approx(
@@ -172,6 +175,12 @@ def test_quick_run_measures_every_front_door(quick_results: tuple[dict, str]) ->
         assert row["client_cpu_share"] > 0 and row["client_cpu_ms_per_request"] > 0
         assert row["server_cpu_share"] > 0 and row["server_cpu_ms_per_image"] > 0
         assert row["cpu_ms_per_image"] > row["server_cpu_ms_per_image"]
+        # Where the server's CPU went, by thread group (/proc): every door runs the engine
+        # and the event loop; only JPEG inputs decode.
+        split = row["server_cpu_ms_by_thread"]
+        assert list(split) == list(GROUPS)
+        assert split["engine"] > 0 and split["event loop"] > 0
+        assert (split["decode"] > 0) == (row["input"] != "FP32")
     assert max(r["over_best_door"] for r in results["doors"]) == 1.0
     classify = results["doors"][0]
     assert classify["over_classify"] == 1.0

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -121,3 +123,15 @@ def test_lanes_are_built_from_settings() -> None:
 def test_a_lane_without_threads_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one thread"):
         DecodeLanes(threads=2, heavy_threads=0, heavy_work=1)
+
+
+def own_os_name() -> str:
+    return Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_each_lane_names_its_threads_in_the_os(lanes: DecodeLanes) -> None:
+    """top -H and benchmarks.threads tell decode threads apart by these names."""
+    cheap = lanes.submit(own_os_name, heavy=False).result(timeout=WAIT_S)
+    heavy = lanes.submit(own_os_name, heavy=True).result(timeout=WAIT_S)
+    assert (cheap, heavy) == ("decode_0", "decode-heavy_0")
