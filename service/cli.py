@@ -55,6 +55,8 @@ SETTING_SECTIONS: dict[str, tuple[str, ...]] = {
         "intra_op_threads",
         "decode_threads",
         "intra_op_spinning",
+        "cpu_turns",
+        "cpu_turn_wait_ms",
         "trt_cache_dir",
     ),
     "start-up and probes": ("warmup", "strict", "require_all_models", "stuck_batch_after_s"),

@@ -12,6 +12,7 @@ import logging
 import time
 
 from service.batching import Batcher, BatcherConfig
+from service.batching.turns import CpuTurns, runs_on_cpu
 from service.engines import select_engine
 from service.errors import ModelMemoryExceeded
 from service.gate import GoldenSetError, check
@@ -37,11 +38,13 @@ class VersionLoader:
         metrics: Metrics,
         memory: ModelMemory,
         engine_factory: EngineFactory,
+        turns: CpuTurns,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.memory = memory
         self._engine_factory = engine_factory
+        self._turns = turns
 
     async def start(self, model: ServedModel) -> None:
         """Engine, warm-up, gate, batcher: ``ready``, or ``failed`` with the reason.
@@ -92,6 +95,8 @@ class VersionLoader:
             self.metrics,
             model.key,
             collate=model.preprocessor.collate,
+            # Only engines computing on the cores take turns with the decodes.
+            turns=self._turns if runs_on_cpu(engine.provider) else None,
         )
         model.batcher.start()
         model.status = "ready"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from service.batching.turns import CpuTurns
 from service.engines import create_engine
 from service.errors import ModelConfigError, ModelLoadFailed, ModelMemoryExceeded, UnknownModel
 from service.lifecycle import (
@@ -73,7 +74,12 @@ class ModelPool(VersionTable):
             settings.model_memory_budget_bytes, settings.model_memory_factor, metrics
         )
         metrics.model_memory_budget_bytes.set(settings.model_memory_budget_bytes)
-        self._loader = VersionLoader(settings, metrics, self.memory, engine_factory)
+        #: CPU engines and decodes take turns on the cores (service/batching/turns.py);
+        #: shared by every batcher here and the pipeline's decode lanes.
+        self.turns = CpuTurns(
+            enabled=settings.cpu_turns_enabled(), max_wait_s=settings.cpu_turn_wait_ms / 1000
+        )
+        self._loader = VersionLoader(settings, metrics, self.memory, engine_factory, self.turns)
         self._locks: dict[str, asyncio.Lock] = {}
         self._poller: RepositoryPoller | None = None
         self._rechecker: GateRechecker | None = None

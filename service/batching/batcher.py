@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.batching.reservation import Collated, ItemResult, Reservation, stack_arrays
+from service.batching.turns import CpuTurns
 from service.engines.base import Engine
 from service.errors import DeadlineExceeded, EngineError, ModelUnavailable, Overloaded
 from service.metrics import Metrics
@@ -83,8 +84,11 @@ class Batcher:
         metrics: Metrics,
         labels: tuple[str, str],
         collate: Callable[[Sequence[Any]], Collated] | None = None,
+        turns: CpuTurns | None = None,
     ) -> None:
         self.engine = engine
+        #: Turns with the decode threads on the cores; None: the engine takes none (GPU).
+        self._turns = turns or CpuTurns(enabled=False, max_wait_s=0.0)
         #: Turns queued items into one engine batch: the model preprocessor's (a stack,
         #: or a batched GPU decode). The batcher never looks inside an item.
         self._collate = collate or stack_arrays
@@ -233,6 +237,8 @@ class Batcher:
                 return None
             self._arrived.clear()
             await self._arrived.wait()
+        # Images decoding now would otherwise wait this whole batch for the next one.
+        await self._turns.decodes_settled()
         limit = self.config.max_batch_size
         batch = self._take(limit)
         delay_s = self.config.max_queue_delay_ms / 1000.0
@@ -326,6 +332,12 @@ class Batcher:
         self, tensors: list[Any]
     ) -> tuple[npt.NDArray[np.float32], dict[int, Exception]]:
         """In the engine thread: the copy into one batch stays off the event loop."""
+        with self._turns.engine_turn():
+            return self._collate_and_run(tensors)
+
+    def _collate_and_run(
+        self, tensors: list[Any]
+    ) -> tuple[npt.NDArray[np.float32], dict[int, Exception]]:
         collated = self._collate(tensors)
         if len(collated.rejected) == len(tensors):
             return np.empty((0, 0), dtype=np.float32), collated.rejected

@@ -133,11 +133,21 @@ class Decoder:
         heavy: bool,
         if_never_run: Callable[[], None] | None = None,
     ) -> T:
-        """Run ``job`` in a lane's thread; cancelled before it starts, it never runs."""
+        """Run ``job`` in a lane's thread; cancelled before it starts, it never runs.
+
+        A cheap job is counted in flight meanwhile, so that a CPU batch about to start lets it join
+        (:meth:`~service.batching.turns.CpuTurns.decodes_settled`)."""
+        turns = self.lanes.turns
         future = self.lanes.submit(job, heavy=heavy)
+        counted = not heavy  # a heavy job takes no turns (DecodeLanes.submit): none waits
+        if counted:
+            turns.decode_submitted()
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
             if future.cancel() and if_never_run is not None:
                 if_never_run()
             raise
+        finally:
+            if counted:
+                turns.decode_finished()

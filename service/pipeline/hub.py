@@ -109,7 +109,8 @@ class Pipeline:
         )
         metrics.body_bytes_budget.set(settings.max_body_bytes_in_flight)
         metrics.decode_bytes_budget.set(settings.max_decode_bytes_in_flight)
-        self.decoder = Decoder(lanes or DecodeLanes.from_settings(settings), self.decode_budget)
+        lanes = lanes or DecodeLanes.from_settings(settings, turns=models.turns)
+        self.decoder = Decoder(lanes, self.decode_budget)
         self.intake = Intake(settings, self.body_budget)
         #: Calls at once per door, where the transport cannot bound them itself.
         self._door_limits: dict[Door, int] = {"v2-grpc": settings.grpc_max_concurrent_rpcs}

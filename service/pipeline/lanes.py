@@ -27,6 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TypeVar
 
+from service.batching.turns import CpuTurns
 from service.preprocess import OpenedImage
 from service.settings import Settings
 from service.threads import named_executor
@@ -39,7 +40,14 @@ T = TypeVar("T")
 class DecodeLanes:
     """A cheap and a heavy thread pool, chosen per job by estimated decode work."""
 
-    def __init__(self, *, threads: int, heavy_threads: int, heavy_work: int) -> None:
+    def __init__(
+        self,
+        *,
+        threads: int,
+        heavy_threads: int,
+        heavy_work: int,
+        turns: CpuTurns | None = None,
+    ) -> None:
         if threads < 1 or heavy_threads < 1:
             raise ValueError(
                 f"each lane needs at least one thread (threads={threads}, "
@@ -47,16 +55,19 @@ class DecodeLanes:
             )
         #: Work (pixel-passes) above which a decode goes to the heavy lane.
         self.heavy_work = heavy_work
+        #: Decodes wait their turn while a CPU engine runs (service/batching/turns.py).
+        self.turns = turns or CpuTurns(enabled=False, max_wait_s=0.0)
         # Named (``decode_0``, ``decode-heavy_0``) in the OS too: see service/threads.py.
         self._cheap = named_executor(threads, "decode")
         self._heavy = named_executor(heavy_threads, "decode-heavy")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> DecodeLanes:
+    def from_settings(cls, settings: Settings, turns: CpuTurns | None = None) -> DecodeLanes:
         return cls(
             threads=settings.effective_decode_threads(),
             heavy_threads=settings.heavy_decode_threads,
             heavy_work=settings.heavy_decode_work,
+            turns=turns,
         )
 
     def is_heavy(self, opened: OpenedImage) -> bool:
@@ -64,8 +75,21 @@ class DecodeLanes:
         return opened.work > self.heavy_work
 
     def submit(self, job: Callable[[], T], *, heavy: bool) -> Future[T]:
-        """Run ``job`` in one lane; cancelled before it starts, it never runs."""
-        return (self._heavy if heavy else self._cheap).submit(job)
+        """Run ``job`` in one lane; cancelled before it starts, it never runs.
+
+        A cheap job starts after any CPU batch running now (:mod:`service.batching.turns`).
+        A heavy one takes no turns: its lane has few threads, and holding it (or a
+        batch) for the other would leave cores idle for a whole heavy decode.
+        """
+        if heavy:
+            return self._heavy.submit(job)
+        turns = self.turns
+
+        def in_turn() -> T:
+            turns.wait_for_engines()
+            return job()
+
+        return self._cheap.submit(in_turn)
 
     def shutdown(self, *, wait: bool = True, cancel_futures: bool = True) -> None:
         """Stop both lanes: jobs not yet started are cancelled, running ones finish."""

@@ -142,13 +142,21 @@ class Settings(LimitSettings, ModelSettings, NetworkSettings, BaseSettings):
             return None
         return tuple(p.strip() for p in self.providers.split(",") if p.strip())
 
-    def effective_decode_threads(self) -> int:
-        # The cores this process may run on (taskset, cpusets), not every core of the host.
-        if self.decode_threads:
-            return self.decode_threads
+    def cpu_turns_enabled(self) -> bool:
+        """Whether CPU engines and decodes take turns: 'auto' when the engines' intra-op
+        threads (0: one per core) cover every core this process may run on."""
+        if self.cpu_turns != "auto":
+            return self.cpu_turns == "on"
+        return self.intra_op_threads == 0 or self.intra_op_threads >= self.usable_cores()
+
+    def usable_cores(self) -> int:
+        """The cores this process may run on (taskset, cpusets), not every core of the host."""
         if hasattr(os, "sched_getaffinity"):  # Linux
             return len(os.sched_getaffinity(0))
         return os.cpu_count() or 1
+
+    def effective_decode_threads(self) -> int:
+        return self.decode_threads or self.usable_cores()
 
 
 def load_settings(**overrides: Any) -> Settings:

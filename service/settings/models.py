@@ -39,6 +39,19 @@ class ModelSettings(BaseModel):
         "would burn the CPU the decode threads need (see docs/BENCHMARKS.md); on only with "
         "cores to spare.",
     )
+    cpu_turns: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="CPU engines and image decoding take turns on the cores: decodes wait "
+        "while a CPU batch runs, a batch waits (cpu_turn_wait_ms at most) for the decodes in "
+        "flight. 'auto': on when the engines' intra-op threads cover every core (the "
+        "default), so they would otherwise collide (see service/batching/turns.py).",
+    )
+    cpu_turn_wait_ms: float = Field(
+        50.0,
+        ge=0,
+        le=1000,
+        description="Longest a CPU batch waits for the images being decoded to join it.",
+    )
     trt_cache_dir: Path = Field(
         Path(".cache/tensorrt"), description="TensorRT engine cache folder (GPU only)."
     )
