@@ -47,10 +47,12 @@ class ModelSettings(BaseModel):
         "default), so they would otherwise collide (see service/batching/turns.py).",
     )
     cpu_turn_wait_ms: float = Field(
-        50.0,
+        250.0,
         ge=0,
         le=1000,
-        description="Longest a CPU batch waits for the images being decoded to join it.",
+        description="Longest a CPU batch waits for the images being decoded to join it "
+        "(long enough for a full batch's decodes: shorter makes smaller batches and makes "
+        "an image decoded late wait one batch more).",
     )
     trt_cache_dir: Path = Field(
         Path(".cache/tensorrt"), description="TensorRT engine cache folder (GPU only)."
