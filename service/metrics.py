@@ -101,6 +101,15 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
+        self.cpu_turn_wait = Histogram(
+            f"{PREFIX}_cpu_turn_wait_seconds",
+            "Time spent waiting for a turn on the cores (cpu_turns), by side: 'batch' "
+            "(a CPU batch let the decodes in flight finish), 'decode' (a decode waited for "
+            "a CPU batch to end). Counted only when there was something to wait for.",
+            ("side",),
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
         self.queue_wait = Histogram(
             f"{PREFIX}_queue_wait_seconds",
             "Time an image waited in the batch queue before its batch started.",

@@ -77,7 +77,9 @@ class ModelPool(VersionTable):
         #: CPU engines and decodes take turns on the cores (service/batching/turns.py);
         #: shared by every batcher here and the pipeline's decode lanes.
         self.turns = CpuTurns(
-            enabled=settings.cpu_turns_enabled(), max_wait_s=settings.cpu_turn_wait_ms / 1000
+            enabled=settings.cpu_turns_enabled(),
+            max_wait_s=settings.cpu_turn_wait_ms / 1000,
+            waits=metrics.cpu_turn_wait,
         )
         self._loader = VersionLoader(settings, metrics, self.memory, engine_factory, self.turns)
         self._locks: dict[str, asyncio.Lock] = {}

@@ -172,3 +172,33 @@ def test_auto_takes_turns_when_the_engine_threads_cover_every_core(
 def test_only_engines_on_the_cpu_take_turns() -> None:
     assert runs_on_cpu("CPUExecutionProvider") and runs_on_cpu("cpu")
     assert not runs_on_cpu("CUDAExecutionProvider") and not runs_on_cpu("cuda:0")
+
+
+def test_waits_that_happened_are_observed_by_side() -> None:
+    metrics = Metrics()
+    turns = CpuTurns(enabled=True, max_wait_s=WAIT_S, waits=metrics.cpu_turn_wait)
+
+    def count(side: str) -> float:
+        value = metrics.registry.get_sample_value(
+            "resnet_serve_cpu_turn_wait_seconds_count", {"side": side}
+        )
+        return value or 0.0
+
+    turns.wait_for_engines()  # no batch running: no wait, nothing observed
+    with turns.engine_turn():
+        waiter = threading.Thread(target=turns.wait_for_engines)
+        waiter.start()
+        waiter.join(SETTLE_S)
+    waiter.join(WAIT_S)
+    assert count("decode") == 1
+
+    async def batch_side() -> None:
+        await turns.decodes_settled()  # nothing decoding: not observed
+        turns.decode_submitted()
+        waiting = asyncio.create_task(turns.decodes_settled())
+        await asyncio.sleep(0)
+        turns.decode_finished()
+        await asyncio.wait_for(waiting, WAIT_S)
+
+    asyncio.run(batch_side())
+    assert count("batch") == 1

@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+
+from prometheus_client import Histogram
 
 __all__ = ["CpuTurns", "runs_on_cpu"]
 
@@ -46,9 +49,12 @@ class CpuTurns:
     ``enabled=False`` makes every method a no-op, so callers never branch on it.
     """
 
-    def __init__(self, *, enabled: bool, max_wait_s: float) -> None:
+    def __init__(self, *, enabled: bool, max_wait_s: float, waits: Histogram | None = None) -> None:
         self.enabled = enabled
         self.max_wait_s = max_wait_s
+        # Observed per side ("batch", "decode") when a wait happened: the cost of turns.
+        self._batch_waits = waits.labels("batch") if waits is not None else None
+        self._decode_waits = waits.labels("decode") if waits is not None else None
         # Set while no CPU engine runs; decode threads wait on it.
         self._engines_idle = threading.Event()
         self._engines_idle.set()
@@ -75,8 +81,12 @@ class CpuTurns:
 
     def wait_for_engines(self) -> None:
         """In a decode thread, before decoding: wait while a CPU engine runs a batch."""
-        if self.enabled:
-            self._engines_idle.wait()
+        if not self.enabled or self._engines_idle.is_set():
+            return
+        started = time.monotonic()
+        self._engines_idle.wait()
+        if self._decode_waits is not None:
+            self._decode_waits.observe(time.monotonic() - started)
 
     # -- the engine side ---------------------------------------------------------------
     async def decodes_settled(self) -> None:
@@ -84,8 +94,11 @@ class CpuTurns:
         finish (they join this batch), for at most ``max_wait_s``."""
         if not self.enabled or self._decoding == 0:
             return
+        started = time.monotonic()
         with suppress(TimeoutError):  # past it, the batch takes what is there
             await asyncio.wait_for(self._settled.wait(), self.max_wait_s)
+        if self._batch_waits is not None:
+            self._batch_waits.observe(time.monotonic() - started)
 
     @contextmanager
     def engine_turn(self) -> Iterator[None]:
