@@ -65,6 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_ints,
         help="levels of the front doors, ours and Triton's (default 1,4,16,64,128)",
     )
+    add(
+        "--doors-rounds",
+        type=int,
+        default=1,
+        help="rounds per level of the doors and Triton, the servers alternating; each "
+        "(door, level) keeps its median round by img/s (default 1)",
+    )
     add("--phone-concurrency", type=int, help="level of the 12 MP photo workload (default 16)")
     add(
         "--triton-python",

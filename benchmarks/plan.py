@@ -43,6 +43,8 @@ class Plan:
     #: seconds per door and level.
     doors_concurrency: list[int]
     doors_budget: http.LoadBudget
+    #: Rounds per level, servers alternating; each cell keeps its median round.
+    doors_rounds: int
     #: The phone-photo workload: 12 MP JPEGs made per run, one level, and how many
     #: photos the in-process decode limit runs.
     phone_images: int
@@ -94,6 +96,7 @@ class Plan:
                 if quick
                 else http.LoadBudget(max_requests=4000, max_time_s=5.0, warmup_s=1.5)
             ),
+            doors_rounds=args.doors_rounds,
             phone_images=1 if quick else 4,
             phone_concurrency=args.phone_concurrency or (2 if quick else 16),
             phone_decode_images=2 if quick else 32,

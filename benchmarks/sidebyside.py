@@ -97,6 +97,7 @@ def run_side_by_side(
                 max_pixels=max_pixels,
                 budget=plan.doors_budget,
                 time_left=plan.time_left,
+                rounds=plan.doors_rounds,
             )
         ours_rows = rows.get(doors.OURS, {})
         results["doors"] += ours_rows.get("small", [])
