@@ -115,8 +115,8 @@ class DrainingServer(uvicorn.Server):
         self._responder = responder or CutResponder(app)
         self.exit_code = 0
         self._signalled = False
-        self._strict_pending = bool(app.state.settings.strict)
-        self._heap_pending = True
+        #: Start-up work that waits for the initial load to end (see on_tick).
+        self._load_pending = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._signalled:
@@ -162,12 +162,11 @@ class DrainingServer(uvicorn.Server):
         self.force_exit = True
 
     async def on_tick(self, counter: int) -> bool:
-        if self._heap_pending and self._app.state.models.loaded:
-            self._heap_pending = False
+        if self._load_pending and self._app.state.models.loaded:
+            self._load_pending = False
             freeze_startup_heap()
-        if self._strict_pending and self._app.state.models.loaded:
-            self._strict_pending = False
-            self._check_strict()
+            if self._app.state.settings.strict:
+                self._check_strict()
         return await super().on_tick(counter)
 
     def _check_strict(self) -> None:

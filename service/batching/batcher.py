@@ -88,7 +88,7 @@ class Batcher:
     ) -> None:
         self.engine = engine
         #: Turns with the decode threads on the cores; None: the engine takes none (GPU).
-        self._turns = turns or CpuTurns(enabled=False, max_wait_s=0.0)
+        self._turns = turns or CpuTurns.off()
         #: Turns queued items into one engine batch: the model preprocessor's (a stack,
         #: or a batched GPU decode). The batcher never looks inside an item.
         self._collate = collate or stack_arrays

@@ -4,8 +4,8 @@ On a CPU, an engine runs each batch on every core (ONNX Runtime's intra-op threa
 per core by default), and the decode threads want the same cores. Run side by side, each
 decode descheduling an intra-op thread stalls the whole parallel step and evicts its
 caches: measured on 2 cores (resnet18, batch 8, ``benchmarks/contention.py``), decoding
-that took a sixth of the machine beside the engine raised the engine's own CPU per image
-by 16 % and cut its throughput by a third. Taking turns costs nothing the cores could
+that took 14 % of the machine beside the engine raised the engine's own CPU per image by
+14 % and cut its throughput by 28 %. Taking turns costs nothing the cores could
 have done, as long as batches stay full:
 
 * **Decodes wait while a CPU engine runs a batch** (:meth:`CpuTurns.wait_for_engines`,
@@ -18,7 +18,7 @@ have done, as long as batches stay full:
 
 Engines on a GPU take no turns (the cores are free while they run), and at low load
 nothing changes: a lone request finds no engine running and nothing decoding. Turned
-off by ``cpu_turns=false``; "auto" (the default) takes turns only when the engine's
+off by ``cpu_turns=off``; "auto" (the default) takes turns only when the engine's
 intra-op threads cover every core the process may use, i.e. when they would collide.
 """
 
@@ -113,7 +113,12 @@ class CpuTurns:
             finally:
                 self._engines_idle.set()
 
+    @classmethod
+    def off(cls) -> CpuTurns:
+        """Turns nobody takes: for lanes and batchers built without a shared instance."""
+        return cls(enabled=False, max_wait_s=0.0)
+
     @property
     def decoding(self) -> int:
-        """Decode jobs in flight (for tests and metrics)."""
+        """Decode jobs in flight (for tests)."""
         return self._decoding

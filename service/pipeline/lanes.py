@@ -56,7 +56,7 @@ class DecodeLanes:
         #: Work (pixel-passes) above which a decode goes to the heavy lane.
         self.heavy_work = heavy_work
         #: Decodes wait their turn while a CPU engine runs (service/batching/turns.py).
-        self.turns = turns or CpuTurns(enabled=False, max_wait_s=0.0)
+        self.turns = turns or CpuTurns.off()
         # Named (``decode_0``, ``decode-heavy_0``) in the OS too: see service/threads.py.
         self._cheap = named_executor(threads, "decode")
         self._heavy = named_executor(heavy_threads, "decode-heavy")
